@@ -1,0 +1,177 @@
+"""The run configuration: one flat dict of flags, whose schema comes from the classes' signatures.
+
+Each default is stated once, in a constructor signature (data module, model, lit model) or in
+`TrainerConfig`. The command line, the sweep's YAML checks and `best_config.yaml` all read this schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin
+
+from text_recognizer.data import DATA_CLASSES
+from text_recognizer.lit_models import BaseLitModel
+from text_recognizer.models import MODELS
+from text_recognizer.util import UserError
+
+
+@dataclass
+class TrainerConfig:
+    """The trainer group's flags."""
+
+    max_epochs: int = 5
+    gpus: int | None = None
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    precision: str = "32-true"
+    fast_dev_run: bool = False
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    seed: int = 0
+    output_dir: str = "training/logs"
+
+
+HELP = {
+    "data_class": f"one of {', '.join(DATA_CLASSES)}",
+    "model_class": f"one of {', '.join(MODELS)}",
+    "batch_size": "images per batch",
+    "num_workers": "kept for the seed's CLI; batches are sliced from memory without worker processes",
+    "data_dir": "where MNIST's IDX files are (DATA_DIR/MNIST/raw); default $TEXT_RECOGNIZER_DATA_DIR "
+    "or data/downloaded",
+    "optimizer": "a class name in torch.optim",
+    "lr": "learning rate",
+    "loss": "a function name in torch.nn.functional",
+    "one_cycle_max_lr": "use a one-cycle schedule peaking at this learning rate",
+    "gpus": "train on N GPUs (same as --accelerator=gpu --devices=N); an error where there are none",
+    "seed": "seeds torch, numpy and the batch order: same seed, same run",
+    "output_dir": "where checkpoints and TensorBoard logs go",
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    annotation: Any  # int, float, str, bool, or a union such as `float | None`
+    default: Any
+    group: str
+
+    @property
+    def options(self) -> tuple:
+        is_union = get_origin(self.annotation) in (Union, types.UnionType)
+        return get_args(self.annotation) if is_union else (self.annotation,)
+
+    @property
+    def type_name(self) -> str:
+        return " or ".join("null" if option is type(None) else option.__name__ for option in self.options)
+
+    def from_string(self, raw: str) -> Any:
+        """Parse a command-line value; argparse reports the ValueError."""
+        for option in self.options:
+            if option is type(None) and raw.lower() in ("none", "null"):
+                return None
+            if option is bool and raw.lower() in ("true", "false", "1", "0"):
+                return raw.lower() in ("true", "1")
+            if option in (int, float, str):
+                try:
+                    return option(raw)
+                except ValueError:
+                    continue
+        raise ValueError(f"expected {self.type_name}, got {raw!r}")
+
+    def check(self, value: Any) -> Any:
+        """Check a value read from YAML; returns it, converted where the conversion is exact."""
+        options = self.options
+        if value is None and type(None) in options:
+            return None
+        if isinstance(value, bool):
+            if bool in options:
+                return value
+        elif isinstance(value, int) and int in options:
+            return value
+        elif isinstance(value, (int, float)) and float in options:
+            return float(value)
+        elif isinstance(value, str):
+            if str in options:
+                return value
+            if float in options:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        raise ValueError(f"expected {self.type_name}, got {value!r}")
+
+
+def signature_flags(target, group: str) -> dict[str, Flag]:
+    """The keyword arguments of `target` that have defaults are its flags."""
+    params = inspect.signature(target, eval_str=True).parameters.values()
+    return {
+        p.name: Flag(p.name, p.annotation, p.default, group)
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def flag_schema(data_class: str = "MNIST", model_class: str = "MLP") -> dict[str, Flag]:
+    """Every flag of a run with these classes, in help order: data, model, lit model, trainer."""
+    check_choice("data_class", data_class, DATA_CLASSES)
+    check_choice("model_class", model_class, MODELS)
+    schema = {
+        "data_class": Flag("data_class", str, "MNIST", "experiment"),
+        "model_class": Flag("model_class", str, "MLP", "experiment"),
+    }
+    for target, group in (
+        (DATA_CLASSES[data_class], "data"),
+        (MODELS[model_class], "model"),
+        (BaseLitModel, "lit_model"),
+        (TrainerConfig, "trainer"),
+    ):
+        for name, flag in signature_flags(target, group).items():
+            assert name not in schema, f"flag --{name} is defined twice ({schema[name].group} and {group})"
+            schema[name] = flag
+    return schema
+
+
+def check_choice(key: str, value: Any, choices: dict) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
+
+
+def unknown_key_message(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown key '{key}' ({hint})"
+
+
+def resolve_config(values: dict, where: str) -> dict:
+    """A complete, type-checked run config: `values` over every flag's default.
+
+    `where` names the source (a file, 'the command line') in error messages.
+    """
+    data_class = values.get("data_class", "MNIST")
+    model_class = values.get("model_class", "MLP")
+    try:
+        schema = flag_schema(data_class, model_class)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    config = {name: flag.default for name, flag in schema.items()}
+    for key, value in values.items():
+        if key not in schema:
+            raise UserError(f"{where}: {unknown_key_message(key, schema)}")
+        try:
+            config[key] = schema[key].check(value)
+        except ValueError as exc:
+            raise UserError(f"{where}: key '{key}': {exc}") from None
+    return config
+
+
+def group_kwargs(config: dict) -> dict[str, dict]:
+    """Split a resolved config into keyword arguments per group ('data', 'model', 'lit_model', 'trainer')."""
+    schema = flag_schema(config["data_class"], config["model_class"])
+    groups: dict[str, dict] = {"data": {}, "model": {}, "lit_model": {}, "trainer": {}}
+    for name, flag in schema.items():
+        if flag.group in groups:
+            groups[flag.group][name] = config[name]
+    return groups

@@ -1,0 +1,3 @@
+from text_recognizer.lit_models.base import BaseLitModel
+
+__all__ = ["BaseLitModel"]
