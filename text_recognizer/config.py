@@ -108,9 +108,7 @@ def signature_flags(target, group: str) -> dict[str, Flag]:
     """The keyword arguments of `target` that have defaults are its flags."""
     params = inspect.signature(target, eval_str=True).parameters.values()
     return {
-        p.name: Flag(p.name, p.annotation, p.default, group)
-        for p in params
-        if p.default is not inspect.Parameter.empty
+        p.name: Flag(p.name, p.annotation, p.default, group) for p in params if p.default is not inspect.Parameter.empty
     }
 
 

@@ -7,6 +7,7 @@ the data hand-off and the outputs differ.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -65,7 +66,7 @@ def train(
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 
     callbacks = list(callbacks or [])
-    checkpoint = None
+    checkpoint, logger = None, False
     if output_dir is not None:
         checkpoint = pl.callbacks.ModelCheckpoint(
             monitor="val_acc", mode="max", filename="best-{epoch:02d}-{val_acc:.4f}"
@@ -83,16 +84,23 @@ def train(
         limit_train_batches=trainer_config.limit_train_batches,
         limit_val_batches=trainer_config.limit_val_batches,
         callbacks=callbacks,
-        logger=logger if output_dir is not None else False,
+        logger=logger,
         enable_checkpointing=checkpoint is not None,
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0 if output_dir is None else 2,
     )
-    trainer.fit(lit_model, datamodule=data)
+    with warnings.catch_warnings():
+        # Lightning 2.6 calls a torch API that torch 2.14 deprecates; nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        return fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet)
 
+
+def fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet: bool) -> dict:
+    """Fit; with a checkpoint callback, evaluate the best checkpoint on the validation and test sets."""
+    trainer.fit(lit_model, datamodule=data)
     metrics = {"epochs": trainer.current_epoch}
-    if output_dir is None:
+    if checkpoint is None:
         metrics.update({k: trainer.callback_metrics[k].item() for k in ("val_acc", "val_loss")})
         return metrics
     best = checkpoint.best_model_path or None  # None under fast_dev_run, which saves nothing

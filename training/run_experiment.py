@@ -44,8 +44,9 @@ def build_parser(data_class: str, model_class: str) -> argparse.ArgumentParser:
         description="Train a model from text_recognizer on a dataset, save its best checkpoint, test it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", help="a YAML of flags (such as a sweep's best_config.yaml); "
-                        "flags on the command line override it")
+    parser.add_argument(
+        "--config", help="a YAML of flags (such as a sweep's best_config.yaml); flags on the command line override it"
+    )
     groups = {}
     for flag in flag_schema(data_class, model_class).values():
         if flag.group not in groups:

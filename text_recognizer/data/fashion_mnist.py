@@ -19,8 +19,7 @@ class FashionMNIST(BaseDataModule):
     files in DATA_DIR/FashionMNIST/raw, downloading them when absent.
     """
 
-    mapping = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+    mapping = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     mean, std = 0.2860, 0.3530  # over the 60,000 training images
 
     def load_raw(self):

@@ -92,5 +92,7 @@ class MNISTSample(BaseDataModule):
             parts["train"].append(members[:400])
             parts["val"].append(members[400:450])
             parts["test"].append(members[450:])
-        return {split: (images[np.sort(np.concatenate(idx))], labels[np.sort(np.concatenate(idx))])
-                for split, idx in parts.items()}
+        return {
+            split: (images[np.sort(np.concatenate(idx))], labels[np.sort(np.concatenate(idx))])
+            for split, idx in parts.items()
+        }

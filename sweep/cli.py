@@ -1,0 +1,142 @@
+"""python -m sweep {run,best,final}: parse, call the library, print. Errors are one line, exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from text_recognizer.util import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m sweep", description=__doc__.split(":")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = commands.add_parser("run", help="run a sweep from a search-space YAML")
+    run.add_argument("space", help="search-space YAML, e.g. search_spaces/quickstart.yaml")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU, 0 = CPU")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    run.add_argument("--num-samples", type=int, help="number of trials")
+    run.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="at most this many trials at a time (default: as many as the resources allow)",
+    )
+    run.add_argument("--seed", type=int, help="searcher seed: the same seed gives the same suggestions")
+    run.add_argument("--address", help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto (default: a local Ray)")
+    run.add_argument("--storage-path", default="runs", help="where experiment directories go (default: runs)")
+    run.add_argument("--name", help="experiment directory name (default: the YAML's name and the time)")
+    run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
+
+    best = commands.add_parser("best", help="print the best config and the results table of a sweep")
+    best.add_argument("experiment_dir")
+
+    final = commands.add_parser("final", help="train a sweep's best config from scratch and test it")
+    final.add_argument("experiment_dir")
+    final.add_argument("--max_epochs", "--max-epochs", type=int, help="override the sweep's max_epochs")
+    return parser
+
+
+def overridden(spec, args):
+    """Command-line flags over the YAML's settings."""
+    flags = {
+        "gpus_per_trial": args.gpus_per_trial,
+        "cpus_per_trial": args.cpus_per_trial,
+        "num_samples": args.num_samples,
+        "max_concurrent": args.max_concurrent,
+        "seed": args.seed,
+    }
+    for key, value in flags.items():
+        if value is not None and value < (0 if key in ("gpus_per_trial", "seed") else 1e-9):
+            raise UserError(f"--{key.replace('_', '-')} must be {'>= 0' if key == 'gpus_per_trial' else '> 0'}")
+    return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
+
+
+def cmd_run(args, argv) -> int:
+    from sweep.runner import run_final, run_sweep
+    from sweep.space import load_spec
+
+    spec = overridden(load_spec(args.space), args)
+    for warning in spec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    result = run_sweep(spec, storage_path=args.storage_path, name=name, address=args.address, argv=argv)
+    print_summary(spec, result)
+    if result.best is None:
+        return 1
+    if args.final:
+        print_final(run_final(result.experiment_dir))
+    return 0
+
+
+def print_summary(spec, result) -> None:
+    rows, best = result.rows, result.best
+    print(
+        f"\n{len(rows)} trials: {sum(r['status'] == 'completed' for r in rows)} completed, "
+        f"{result.stopped_early} stopped early by ASHA, {len(result.errors)} failed, "
+        f"{sum(r['status'] == 'interrupted' for r in rows)} interrupted"
+    )
+    for row in result.errors:
+        print(f"  FAILED trial {row['trial_id']}: {row['error']}")
+    if best is None:
+        print(f"no trial reported {spec.metric}: nothing to choose from (see the errors above)", file=sys.stderr)
+        return
+    params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in spec.params)
+    print(f"best trial {best['trial_id']}: {params}")
+    print(f"  {spec.metric}={best[spec.metric]:.4f} at epoch {best['best_epoch']}, {best['epochs']} epochs run")
+    print(f"results:     {result.experiment_dir / 'results.csv'}")
+    print(f"best config: {result.experiment_dir / 'best_config.yaml'}")
+    print(f"final run:   python -m sweep final {result.experiment_dir}")
+
+
+def print_final(metrics: dict) -> None:
+    print(f"final run checkpoint: {metrics['checkpoint']}")
+    print(f"final run: val_acc={metrics['val_acc']:.4f} test_acc={metrics['test_acc']:.4f}")
+
+
+def cmd_best(args) -> int:
+    import pandas as pd
+
+    from sweep.results import BEST_CONFIG, RESULTS_CSV
+
+    experiment_dir = Path(args.experiment_dir)
+    if not (experiment_dir / RESULTS_CSV).exists():
+        raise UserError(
+            f"{experiment_dir / RESULTS_CSV}: no such file; no trial of this sweep has ended yet, "
+            "or it is not a sweep's experiment directory"
+        )
+    table = pd.read_csv(experiment_dir / RESULTS_CSV)
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
+        print(table.drop(columns=["error"]).to_string(index=False))
+    best_path = experiment_dir / BEST_CONFIG
+    if best_path.exists():
+        print(f"\n{best_path}:\n{best_path.read_text()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv)
+        if args.command == "best":
+            return cmd_best(args)
+        from sweep.runner import run_final
+
+        print_final(run_final(args.experiment_dir, args.max_epochs))
+        return 0
+    except UserError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sweep: interrupted; finished trials are in the experiment directory's results.csv", file=sys.stderr)
+        return 130

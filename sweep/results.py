@@ -1,0 +1,145 @@
+"""results.csv and best_config.yaml, rewritten as each trial ends so that an interrupted sweep keeps them."""
+
+from __future__ import annotations
+
+import csv
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from ray import tune
+
+from sweep.space import SweepSpec
+
+RESULTS_CSV = "results.csv"
+BEST_CONFIG = "best_config.yaml"
+BASE_COLUMNS = [
+    "trial_id",
+    "status",
+    "val_acc",
+    "val_loss",
+    "best_epoch",
+    "epochs",
+    "start",
+    "duration_s",
+    "train_time_s",
+    "error",
+]
+
+
+def is_better(value: float, than: float | None, mode: str) -> bool:
+    return than is None or (value > than if mode == "max" else value < than)
+
+
+class ResultsWriter(tune.Callback):
+    """A Tune callback on the driver: one row per trial, written to disk whenever a trial ends."""
+
+    def __init__(self, spec: SweepSpec, experiment_dir: Path):
+        self.spec = spec
+        self.experiment_dir = experiment_dir
+        self.rows: dict[str, dict] = {}
+
+    def row(self, trial) -> dict:
+        if trial.trial_id not in self.rows:
+            params = self.spec.trial_config(trial.config)
+            self.rows[trial.trial_id] = {
+                "trial_id": trial.trial_id,
+                "status": "running",
+                **{k: params[k] for k in self.spec.params},
+                "val_acc": None,
+                "val_loss": None,
+                "best_epoch": None,
+                "epochs": 0,
+                "start": None,
+                "start_time": None,
+                "duration_s": None,
+                "train_time_s": 0.0,
+                "error": "",
+            }
+        return self.rows[trial.trial_id]
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self.row(trial)
+        score = result[self.spec.metric]
+        if is_better(score, row[self.spec.metric], self.spec.mode):
+            row.update(val_acc=result["val_acc"], val_loss=result["val_loss"], best_epoch=result["epoch"])
+        row["epochs"] = result["epoch"]
+        row["train_time_s"] += result["epoch_time_s"]
+        row["start_time"] = result["trial_start"]
+        row["duration_s"] = time.time() - result["trial_start"]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        row = self.row(trial)
+        row["status"] = "completed" if row["epochs"] >= self.spec.max_epochs else "stopped early"
+        self.end(row)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        row = self.row(trial)
+        row["status"] = "error"
+        row["error"] = str(Path(trial.path) / "error.txt") if trial.path else "see the Ray log"
+        self.end(row)
+
+    def end(self, row: dict) -> None:
+        if row["start_time"] is not None:
+            row["duration_s"] = time.time() - row["start_time"]
+        self.write()
+
+    def finish(self) -> None:
+        """At the end of the sweep: trials still marked running were cut off (Ctrl-C, a failure)."""
+        for row in self.rows.values():
+            if row["status"] == "running":
+                row["status"] = "interrupted"
+        self.write()
+
+    def ordered_rows(self) -> list[dict]:
+        return sorted(self.rows.values(), key=lambda r: (r["start_time"] is None, r["start_time"] or 0))
+
+    def best_row(self) -> dict | None:
+        best = None
+        key = self.spec.metric
+        for row in self.rows.values():
+            if row[key] is not None and row["status"] != "error":
+                if best is None or is_better(row[key], best[key], self.spec.mode):
+                    best = row
+        return best
+
+    def write(self) -> None:
+        columns = BASE_COLUMNS[:2] + list(self.spec.params) + BASE_COLUMNS[2:]
+        with open(self.experiment_dir / RESULTS_CSV, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in self.ordered_rows():
+                writer.writerow(format_row(row))
+        best = self.best_row()
+        if best is not None:
+            write_best_config(self.spec, best, self.experiment_dir / BEST_CONFIG)
+
+
+def format_row(row: dict) -> dict:
+    out = dict(row)
+    if row["start_time"] is not None:
+        out["start"] = datetime.fromtimestamp(row["start_time"]).isoformat(timespec="milliseconds")
+    for key in ("val_acc", "val_loss"):
+        if row[key] is not None:
+            out[key] = f"{row[key]:.4f}"
+    for key in ("duration_s", "train_time_s"):
+        if row[key] is not None:
+            out[key] = f"{row[key]:.2f}"
+    return out
+
+
+def write_best_config(spec: SweepSpec, best: dict, path: Path) -> None:
+    config = {**spec.base_config, **{k: best[k] for k in spec.params}}
+    header = (
+        f"# Best trial {best['trial_id']} of sweep '{spec.name}' ({spec.path}): {spec.metric}="
+        f"{best[spec.metric]:.4f} at epoch {best['best_epoch']} of {best['epochs']} ({best['status']}).\n"
+        f"# A complete run config: python -m sweep final {path.parent}   or\n"
+        f"#   python training/run_experiment.py --config {path}\n"
+    )
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+def read_results(experiment_dir: Path) -> list[dict]:
+    with open(experiment_dir / RESULTS_CSV, newline="") as f:
+        return list(csv.DictReader(f))

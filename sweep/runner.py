@@ -1,0 +1,212 @@
+"""`run_sweep(spec) -> SweepResult`: Ray Tune + Optuna + ASHA over `train()`, and the final run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sweep.results import BEST_CONFIG, ResultsWriter
+from sweep.space import SweepSpec
+from text_recognizer.config import group_kwargs, resolve_config
+from text_recognizer.data import DATA_CLASSES, Splits
+from text_recognizer.util import UserError, load_yaml_mapping
+
+SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
+OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and reports
+
+
+@dataclass
+class SweepResult:
+    experiment_dir: Path
+    rows: list[dict]  # one per trial, in start order (see results.csv)
+    best: dict | None  # the best row, None when no trial reported a metric
+
+    @property
+    def stopped_early(self) -> int:
+        return sum(row["status"] == "stopped early" for row in self.rows)
+
+    @property
+    def errors(self) -> list[dict]:
+        return [row for row in self.rows if row["status"] == "error"]
+
+
+def start_ray(address: str | None):
+    """Start a local Ray, or join the cluster at `address`; returns Ray's context."""
+    import ray
+
+    kwargs = {"address": address} if address else {"include_dashboard": True}
+    try:
+        return ray.init(**kwargs, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+
+
+def print_dashboard(context) -> None:
+    if not context.dashboard_url:
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    auth = (
+        f"; it asks for the token in {token} (Ray's token auth is on)"
+        if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token"
+        else ""
+    )
+    print(f"Ray dashboard: http://{context.dashboard_url} (trials, logs, CPU/GPU use){auth}", flush=True)
+
+
+def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
+    """How many trials fit side by side; asking for more than the cluster has is an error, not a hang."""
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    there = f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU"
+    if spec.gpus_per_trial > gpus:
+        raise UserError(
+            f"--gpus-per-trial {spec.gpus_per_trial:g} asks for more GPUs than there are ({there}); "
+            "use --gpus-per-trial 0 to train on CPUs"
+        )
+    if spec.cpus_per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {spec.cpus_per_trial:g} asks for more CPUs than there are ({there})")
+    fits = math.floor(cpus / spec.cpus_per_trial + 1e-9)
+    if spec.gpus_per_trial:
+        fits = min(fits, math.floor(gpus / spec.gpus_per_trial + 1e-9))
+    return max(1, min(fits, spec.max_concurrent or fits, spec.num_samples))
+
+
+def make_searcher(spec: SweepSpec, experiment_dir: Path):
+    """OptunaSearch over the spec's distributions, seeded, its study in a journal file of the experiment."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray.tune.search.optuna import OptunaSearch
+
+    if spec.method == "grid":
+        grid = {name: param.distribution.choices for name, param in spec.params.items()}
+        sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
+    elif spec.method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        # constant_liar: running trials count as pessimistic results, so parallel trials spread out.
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True)
+    storage = JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL)))
+    return OptunaSearch(
+        space={name: param.distribution for name, param in spec.params.items()},
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=sampler,
+        study_name=spec.name,
+        storage=storage,
+    )
+
+
+def load_splits(config: dict) -> Splits:
+    data = DATA_CLASSES[config["data_class"]](**group_kwargs(config)["data"])
+    return data.load_splits()
+
+
+def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
+    from optuna.distributions import distribution_to_json
+
+    resolved = {
+        "source": spec.path,
+        "command": ["python", "-m", "sweep", *argv],
+        "name": spec.name,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "method": spec.method,
+        "num_samples": spec.num_samples,
+        "seed": spec.seed,
+        "max_concurrent": spec.max_concurrent,
+        "asha": spec.asha,
+        "gpus_per_trial": spec.gpus_per_trial,
+        "cpus_per_trial": spec.cpus_per_trial,
+        "base_config": spec.base_config,
+        "params": {
+            name: {"distribution": json.loads(distribution_to_json(p.distribution)), "q": p.q, "as_int": p.as_int}
+            for name, p in spec.params.items()
+        },
+    }
+    (experiment_dir / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    storage_path: str | Path = "runs",
+    name: str,
+    address: str | None = None,
+    argv: list[str] | None = None,
+) -> SweepResult:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from sweep.trial import run_trial
+
+    storage_path = Path(storage_path).resolve()
+    experiment_dir = storage_path / name
+    if experiment_dir.exists():
+        raise UserError(f"{experiment_dir} already exists: pass another --name, or delete it")
+    import ray
+
+    context = start_ray(address)
+    concurrency = trial_concurrency(spec, ray.cluster_resources())
+    print_dashboard(context)
+    splits = load_splits(spec.base_config)  # decoded once here; trials get it through the object store
+    experiment_dir.mkdir(parents=True)
+    save_spec(spec, experiment_dir, argv or [])
+
+    scheduler = FIFOScheduler()
+    if spec.asha:
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, splits=splits),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    writer = ResultsWriter(spec, experiment_dir)
+    print(
+        f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "
+        f"{spec.method} search, early stopping {'ASHA' if spec.asha else 'off'}; "
+        f"experiment directory {experiment_dir}",
+        flush=True,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=make_searcher(spec, experiment_dir),
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=concurrency,
+            # One worker process serves trial after trial: imports and set-up are paid once.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage_path), callbacks=[writer], verbose=1),
+    )
+    try:
+        tuner.fit()
+    finally:
+        writer.finish()
+    return SweepResult(experiment_dir, writer.ordered_rows(), writer.best_row())
+
+
+def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict:
+    """Train the sweep's best config from scratch, evaluate on the test set; files in EXPERIMENT_DIR/final."""
+    from text_recognizer.training import train
+
+    experiment_dir = Path(experiment_dir)
+    best_path = experiment_dir / BEST_CONFIG
+    if not best_path.exists():
+        raise UserError(
+            f"{best_path}: no such file; is {experiment_dir} a sweep's experiment directory "
+            "with at least one finished trial?"
+        )
+    values = load_yaml_mapping(best_path)
+    if max_epochs is not None:
+        values["max_epochs"] = max_epochs
+    config = resolve_config(values, str(best_path))
+    print(f"final run of {best_path}, {config['max_epochs']} epochs", file=sys.stderr, flush=True)
+    return train(config, output_dir=experiment_dir / "final", quiet=True)

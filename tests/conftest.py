@@ -1,0 +1,33 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a real command line of this project (python ARGS) and capture its output."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Runs `python ARGS` in a fresh directory, so that runs and logs land in tmp_path."""
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return run_cli(*args, cwd=tmp_path, timeout=timeout)
+
+    return run
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def parse_metrics(line: str) -> dict[str, float]:
+    """'val_acc=0.9 test_acc=0.8' -> {'val_acc': 0.9, 'test_acc': 0.8}"""
+    return {key: float(value) for key, value in (part.split("=") for part in line.split())}

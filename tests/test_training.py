@@ -1,0 +1,69 @@
+"""Real Lightning fits on real data, through the library and through the real CLI."""
+
+import time
+
+import pytest
+
+from tests.conftest import ROOT, last_line, parse_metrics
+from text_recognizer.config import resolve_config
+from text_recognizer.data.fashion_mnist import DEBIAN_DIR
+from text_recognizer.training import train
+
+pytestmark = pytest.mark.slow
+RUN_EXPERIMENT = str(ROOT / "training" / "run_experiment.py")
+
+
+def test_same_seed_same_run():
+    config = resolve_config({"data_class": "MNISTSample", "max_epochs": 1, "fc1": 64, "seed": 3}, "test")
+    first, second = train(config, quiet=True), train(config, quiet=True)
+    assert first["val_loss"] == second["val_loss"]
+    other = train({**config, "seed": 4}, quiet=True)
+    assert other["val_loss"] != first["val_loss"]
+
+
+def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli):
+    run = cli(RUN_EXPERIMENT, "--model_class=MLP", "--data_class=MNISTSample", "--max_epochs=5")
+    assert run.returncode == 0, run.stderr
+    metrics = parse_metrics(last_line(run.stdout))
+    assert metrics["val_acc"] >= 0.88 and metrics["test_acc"] >= 0.85
+    tiny = cli(RUN_EXPERIMENT, "--data_class=MNISTSample", "--max_epochs=5", "--fc1=4", "--fc2=8")
+    assert tiny.returncode == 0, tiny.stderr
+    assert parse_metrics(last_line(tiny.stdout))["val_acc"] < 0.6
+
+
+@pytest.mark.skipif(not DEBIAN_DIR.exists(), reason="needs Debian's dataset-fashion-mnist")
+def test_cli_short_run_on_fashion_mnist(cli, tmp_path):
+    run = cli(RUN_EXPERIMENT, "--data_class=FashionMNIST", "--max_epochs=1",
+              "--limit_train_batches=100", "--batch_size=256")
+    assert run.returncode == 0, run.stderr
+    assert parse_metrics(last_line(run.stdout))["val_acc"] >= 0.7
+    assert list(tmp_path.glob("training/logs/MLP_FashionMNIST/version_0/checkpoints/best-*.ckpt"))
+    assert list(tmp_path.glob("training/logs/MLP_FashionMNIST/version_0/events.out.tfevents.*"))
+
+
+def test_unknown_data_class_is_one_line_error(cli):
+    run = cli(RUN_EXPERIMENT, "--data_class=EMNIST")
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "run_experiment.py: error: unknown data_class 'EMNIST': choose one of MNIST, MNISTSample, FashionMNIST"
+    )
+
+
+def test_missing_mnist_offline_is_one_line_error_within_30s(cli, tmp_path):
+    started = time.monotonic()
+    run = cli(RUN_EXPERIMENT, "--data_class=MNIST", f"--data_dir={tmp_path / 'nowhere'}")
+    assert time.monotonic() - started < 30
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr
+    assert "MNIST is not in" in lines[0] and "--data_class=MNISTSample" in lines[0]
+
+
+def test_gpus_without_gpu_is_an_error_not_a_cpu_run(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run = cli(RUN_EXPERIMENT, "--data_class=MNISTSample", "--gpus=1")
+    assert run.returncode == 1
+    assert "asked for 1 GPU(s) but this machine has 0" in run.stderr
