@@ -166,11 +166,12 @@ def load_spec(path: str) -> SweepSpec:
     reader.check_keys(search, "search", ["num_samples", "seed", "max_concurrent"])
     if "run_cap" in raw and "num_samples" in search:
         reader.fail("run_cap", "also given as search.num_samples: keep one")
-    grid_size = math.prod(len(p.distribution.choices) for p in params.values()) if method == "grid" else None
+    grid_size = None
     if method == "grid":
         for pname, param in params.items():
             if not isinstance(param.distribution, od.CategoricalDistribution):
                 reader.fail(f"parameters.{pname}", "method 'grid' needs a list of values for every parameter")
+        grid_size = math.prod(len(param.distribution.choices) for param in params.values())
     num_samples = search.get("num_samples", raw.get("run_cap", grid_size or 8))
     num_samples = reader.number(num_samples, "search.num_samples", int, minimum=1)
     seed = reader.number(search.get("seed", 0), "search.seed", int)

@@ -24,8 +24,17 @@ def test_schema_takes_defaults_from_signatures():
 
 
 def test_flags_are_parsed_into_the_config():
-    config = parse_config(["--data_class=MNISTSample", "--fc1=4", "--fc2=8", "--lr=0.01", "--batch_size=512",
-                           "--limit_train_batches=0.5", "--one_cycle_max_lr=None"])
+    config = parse_config(
+        [
+            "--data_class=MNISTSample",
+            "--fc1=4",
+            "--fc2=8",
+            "--lr=0.01",
+            "--batch_size=512",
+            "--limit_train_batches=0.5",
+            "--one_cycle_max_lr=None",
+        ]
+    )
     assert (config["fc1"], config["fc2"], config["lr"], config["batch_size"]) == (4, 8, 0.01, 512)
     assert config["limit_train_batches"] == 0.5 and config["one_cycle_max_lr"] is None
     assert config["max_epochs"] == 5  # untouched default

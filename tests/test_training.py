@@ -33,8 +33,9 @@ def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli):
 
 @pytest.mark.skipif(not DEBIAN_DIR.exists(), reason="needs Debian's dataset-fashion-mnist")
 def test_cli_short_run_on_fashion_mnist(cli, tmp_path):
-    run = cli(RUN_EXPERIMENT, "--data_class=FashionMNIST", "--max_epochs=1",
-              "--limit_train_batches=100", "--batch_size=256")
+    run = cli(
+        RUN_EXPERIMENT, "--data_class=FashionMNIST", "--max_epochs=1", "--limit_train_batches=100", "--batch_size=256"
+    )
     assert run.returncode == 0, run.stderr
     assert parse_metrics(last_line(run.stdout))["val_acc"] >= 0.7
     assert list(tmp_path.glob("training/logs/MLP_FashionMNIST/version_0/checkpoints/best-*.ckpt"))

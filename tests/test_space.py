@@ -1,0 +1,82 @@
+"""Search-space YAMLs: every shipped file loads; W&B syntax maps to Optuna; errors name file and key."""
+
+from pathlib import Path
+
+import optuna.distributions as od
+import pytest
+
+from sweep.runner import make_searcher
+from sweep.space import load_spec
+from tests.conftest import ROOT
+from text_recognizer.util import UserError
+
+SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_space_loads(path):
+    spec = load_spec(str(path))
+    assert spec.params and spec.num_samples >= 1
+
+
+def test_wandb_file_keeps_its_meaning():
+    spec = load_spec(str(ROOT / "search_spaces" / "wandb_style.yaml"))
+    assert spec.method == "random" and spec.num_samples == 6  # run_cap
+    assert spec.asha == {"grace_period": 1, "reduction_factor": 2.0}  # early_terminate: hyperband
+    assert spec.base_config["data_class"] == "MNISTSample" and spec.max_epochs == 4  # `value:` parameters
+    assert isinstance(spec.params["fc1"].distribution, od.IntDistribution)
+    assert spec.params["lr"].distribution.log
+    assert spec.params["batch_size"].to_flag_value(100.0) == 128  # q_log_uniform_values, q=64, int flag
+    assert any("ignoring W&B key 'program'" in warning for warning in spec.warnings)
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("parameters: {fc1: {values: [1.5]}}", "key 'parameters.fc1.values': --fc1 takes int"),
+        ("parameters: {fc3: {values: [1]}}", "key 'parameters.fc3': not a flag of training/run_experiment.py"),
+        ("parameters: {lr: {distribution: normal, min: 0, max: 1}}", "key 'parameters.lr.distribution'"),
+        ("parameters: {lr: {distribution: uniform, min: 1, max: 0}}", "min (1.0) must be below max (0.0)"),
+        ("parameters: {fc1: {distribution: uniform, min: 1, max: 9}}", "use values or int_uniform"),
+        ("method: grid\nparameters: {lr: {distribution: uniform, min: 0, max: 1}}", "needs a list of values"),
+        ("method: hyper\nparameters: {fc1: {values: [1]}}", "key 'method': unknown method 'hyper'"),
+        ("metric: {name: acc}\nparameters: {fc1: {values: [1]}}", "key 'metric.name': trials report"),
+        ("serach: {}\nparameters: {fc1: {values: [1]}}", "key 'serach': unknown key 'serach' (did you mean 'search'?)"),
+        ("run: {max_epochs: two}\nparameters: {fc1: {values: [1]}}", "run: key 'max_epochs': expected int"),
+        ("parameters: {fc1: [1, 2]}", "key 'parameters.fc1': expected a mapping"),
+        ("parameters: {}", "key 'parameters': nothing to search"),
+        ("parameters: {fc1: {values: [8]}}\nresources: {gpus_per_trial: -1}", "must be at least 0"),
+    ],
+)
+def test_bad_space_names_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as error:
+        load_spec(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_bad_yaml_syntax_is_one_line(tmp_path):
+    path = write(tmp_path, "parameters: {fc1: [1, 2}")
+    with pytest.raises(UserError, match=r"not valid YAML at line 1"):
+        load_spec(path)
+
+
+def test_same_seed_gives_same_first_optuna_suggestions(tmp_path):
+    spec = load_spec(str(ROOT / "search_spaces" / "quickstart.yaml"))
+
+    def first_suggestions(directory: Path, seed: int) -> list[dict]:
+        directory.mkdir()
+        searcher = make_searcher(spec.__class__(**{**spec.__dict__, "seed": seed}), directory)
+        return [searcher.suggest(f"trial_{i}") for i in range(3)]
+
+    first = first_suggestions(tmp_path / "a", seed=0)
+    assert first == first_suggestions(tmp_path / "b", seed=0)
+    assert first != first_suggestions(tmp_path / "c", seed=1)
+    assert (tmp_path / "a" / "optuna.journal").stat().st_size > 0

@@ -1,0 +1,148 @@
+"""Real sweeps: a local Ray, Optuna and Lightning trials on the MNIST sample, run through the real CLI."""
+
+import csv
+from datetime import datetime
+
+import optuna
+import pytest
+
+from sweep.runner import OPTUNA_JOURNAL
+from tests.conftest import ROOT, last_line, parse_metrics, run_cli
+from text_recognizer.util import load_yaml_mapping
+from training.run_experiment import parse_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(tmp_path_factory):
+    """One real sweep with a final run, shared by the assertions below (a sweep takes ~30 s)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    run = run_cli(
+        "-m",
+        "sweep",
+        "run",
+        str(ROOT / "tests" / "spaces" / "asha.yaml"),
+        "--storage-path",
+        str(tmp),
+        "--name",
+        "asha",
+        "--final",
+        cwd=tmp,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(tmp / "asha" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return run, tmp / "asha", rows
+
+
+def interval(row: dict) -> tuple[float, float]:
+    start = datetime.fromisoformat(row["start"]).timestamp()
+    return start, start + float(row["duration_s"])
+
+
+def test_sweep_runs_every_trial_with_two_at_a_time(asha_sweep):
+    run, experiment_dir, rows = asha_sweep
+    assert len(rows) == 6 and all(row["status"] in ("completed", "stopped early") for row in rows)
+    intervals = [interval(row) for row in rows]
+    overlapping = [(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1 :] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, f"no two trials ran at the same time: {intervals}"
+    assert "Ray dashboard: http://" in run.stdout
+
+
+def test_asha_stops_hopeless_trials_early(asha_sweep):
+    run, _, rows = asha_sweep
+    stopped = [row for row in rows if row["status"] == "stopped early"]
+    assert stopped and all(int(row["epochs"]) < 6 for row in stopped)
+    assert f"{len(stopped)} stopped early by ASHA" in run.stdout
+    hopeless = [row for row in rows if float(row["lr"]) < 1e-6]
+    assert all(float(row["val_acc"]) < 0.5 for row in hopeless)
+
+
+def test_best_config_feeds_the_final_run(asha_sweep):
+    run, experiment_dir, rows = asha_sweep
+    best = max(rows, key=lambda row: float(row["val_acc"]))
+    assert float(best["val_acc"]) > 0.85
+    config = load_yaml_mapping(experiment_dir / "best_config.yaml")
+    assert config["lr"] == float(best["lr"]) and config["fc1"] == int(best["fc1"])
+    assert parse_config(["--config", str(experiment_dir / "best_config.yaml")])["lr"] == config["lr"]
+    final = parse_metrics(last_line(run.stdout).removeprefix("final run: "))
+    assert final["test_acc"] > 0.85  # chance is 0.1
+    assert list((experiment_dir / "final").rglob("best-*.ckpt"))
+
+
+def test_experiment_dir_describes_itself(asha_sweep):
+    _, experiment_dir, _ = asha_sweep
+    saved = load_yaml_mapping(experiment_dir / "sweep.yaml")
+    assert saved["num_samples"] == 6 and saved["command"][:4] == ["python", "-m", "sweep", "run"]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))
+    )
+    study = optuna.load_study(study_name="asha_test", storage=storage)
+    assert len(study.trials) == 6
+
+
+def test_sweep_best_prints_the_table(asha_sweep):
+    _, experiment_dir, rows = asha_sweep
+    run = run_cli("-m", "sweep", "best", str(experiment_dir), cwd=experiment_dir)
+    assert run.returncode == 0, run.stderr
+    assert all(row["trial_id"] in run.stdout for row in rows) and "best_config.yaml" in run.stdout
+
+
+def test_wandb_style_file_runs(tmp_path):
+    run = run_cli(
+        "-m",
+        "sweep",
+        "run",
+        str(ROOT / "search_spaces" / "wandb_style.yaml"),
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "wb",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "ignoring W&B key 'program'" in run.stderr
+    with open(tmp_path / "wb" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and max(float(row["val_acc"]) for row in rows) > 0.8
+
+
+def test_missing_gpu_fails_fast_with_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run = run_cli(
+        "-m",
+        "sweep",
+        "run",
+        str(ROOT / "search_spaces" / "quickstart.yaml"),
+        "--gpus-per-trial",
+        "1",
+        "--storage-path",
+        str(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("sweep: error: --gpus-per-trial 1 asks for more GPUs")
+    assert "--gpus-per-trial 0" in run.stderr
+    assert not list(tmp_path.iterdir())  # nothing half-made
+
+
+def test_bad_space_is_one_line_without_ray(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("parameters: {fc1: {values: [big]}}\n")
+    run = run_cli("-m", "sweep", "run", str(path), cwd=tmp_path, timeout=60)
+    assert run.returncode == 1
+    assert (
+        run.stderr.strip()
+        == f"sweep: error: {path}: key 'parameters.fc1.values': --fc1 takes int: expected int, got 'big'"
+    )
+
+
+def test_final_without_best_config_is_one_line(tmp_path):
+    run = run_cli("-m", "sweep", "final", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
+    assert "best_config.yaml: no such file" in run.stderr
