@@ -18,7 +18,6 @@ from text_recognizer.data import DATA_CLASSES, Splits
 from text_recognizer.util import UserError, load_yaml_mapping
 
 SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
-OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and reports
 
 
 @dataclass
@@ -76,32 +75,6 @@ def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
     return max(1, min(fits, spec.max_concurrent or fits, spec.num_samples))
 
 
-def make_searcher(spec: SweepSpec, experiment_dir: Path):
-    """OptunaSearch over the spec's distributions, seeded, its study in a journal file of the experiment."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
-
-    if spec.method == "grid":
-        grid = {name: param.distribution.choices for name, param in spec.params.items()}
-        sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
-    elif spec.method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-    else:
-        # constant_liar: running trials count as pessimistic results, so parallel trials spread out.
-        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True)
-    storage = JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL)))
-    return OptunaSearch(
-        space={name: param.distribution for name, param in spec.params.items()},
-        metric=spec.metric,
-        mode=spec.mode,
-        sampler=sampler,
-        study_name=spec.name,
-        storage=storage,
-    )
-
-
 def load_splits(config: dict) -> Splits:
     data = DATA_CLASSES[config["data_class"]](**group_kwargs(config)["data"])
     return data.load_splits()
@@ -120,6 +93,7 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
         "num_samples": spec.num_samples,
         "seed": spec.seed,
         "max_concurrent": spec.max_concurrent,
+        "stopped_trials": spec.stopped_trials,
         "asha": spec.asha,
         "gpus_per_trial": spec.gpus_per_trial,
         "cpus_per_trial": spec.cpus_per_trial,
@@ -140,31 +114,32 @@ def run_sweep(
     address: str | None = None,
     argv: list[str] | None = None,
 ) -> SweepResult:
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sweep.searcher import make_searcher
     from sweep.trial import run_trial
 
     storage_path = Path(storage_path).resolve()
     experiment_dir = storage_path / name
     if experiment_dir.exists():
         raise UserError(f"{experiment_dir} already exists: pass another --name, or delete it")
-    import ray
-
     context = start_ray(address)
     concurrency = trial_concurrency(spec, ray.cluster_resources())
     print_dashboard(context)
-    splits = load_splits(spec.base_config)  # decoded once here; trials get it through the object store
+    # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
+    # so each node holds one copy, which its trials read without copying.
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, splits=load_splits(spec.base_config)),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
     experiment_dir.mkdir(parents=True)
     save_spec(spec, experiment_dir, argv or [])
 
     scheduler = FIFOScheduler()
     if spec.asha:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, splits=splits),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
-    )
     writer = ResultsWriter(spec, experiment_dir)
     print(
         f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "

@@ -59,6 +59,7 @@ class SweepSpec:
     num_samples: int = 8
     seed: int = 0
     max_concurrent: int | None = None
+    stopped_trials: str = "pruned"  # how trials that ASHA stopped are told to Optuna: pruned or completed
     asha: dict | None = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
     gpus_per_trial: float = 0.0
     cpus_per_trial: float = 1.0
@@ -163,7 +164,10 @@ def load_spec(path: str) -> SweepSpec:
         reader.fail("parameters", "nothing to search: give at least one parameter with values or a distribution")
 
     search = reader.mapping(raw.get("search", {}), "search")
-    reader.check_keys(search, "search", ["num_samples", "seed", "max_concurrent"])
+    reader.check_keys(search, "search", ["num_samples", "seed", "max_concurrent", "stopped_trials"])
+    stopped_trials = search.get("stopped_trials", "pruned")
+    if stopped_trials not in ("pruned", "completed"):
+        reader.fail("search.stopped_trials", f"expected pruned or completed, got {stopped_trials!r}")
     if "run_cap" in raw and "num_samples" in search:
         reader.fail("run_cap", "also given as search.num_samples: keep one")
     grid_size = None

@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna.distributions as od
 import pytest
 
-from sweep.runner import make_searcher
+from sweep.searcher import make_searcher
 from sweep.space import load_spec
 from tests.conftest import ROOT
 from text_recognizer.util import UserError

@@ -6,7 +6,7 @@ from datetime import datetime
 import optuna
 import pytest
 
-from sweep.runner import OPTUNA_JOURNAL
+from sweep.searcher import OPTUNA_JOURNAL
 from tests.conftest import ROOT, last_line, parse_metrics, run_cli
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config
@@ -72,7 +72,7 @@ def test_best_config_feeds_the_final_run(asha_sweep):
 
 
 def test_experiment_dir_describes_itself(asha_sweep):
-    _, experiment_dir, _ = asha_sweep
+    _, experiment_dir, rows = asha_sweep
     saved = load_yaml_mapping(experiment_dir / "sweep.yaml")
     assert saved["num_samples"] == 6 and saved["command"][:4] == ["python", "-m", "sweep", "run"]
     storage = optuna.storages.JournalStorage(
@@ -80,6 +80,12 @@ def test_experiment_dir_describes_itself(asha_sweep):
     )
     study = optuna.load_study(study_name="asha_test", storage=storage)
     assert len(study.trials) == 6
+    # ASHA-stopped trials are told to Optuna as pruned, with their per-epoch values, not as completed.
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    stopped = [row for row in rows if row["status"] == "stopped early"]
+    assert sorted(t.last_step for t in pruned) == sorted(int(row["epochs"]) for row in stopped)
+    best_stopped = max(float(row["val_acc"]) for row in stopped)
+    assert all(0 < t.intermediate_values[t.last_step] <= best_stopped + 1e-6 for t in pruned)
 
 
 def test_sweep_best_prints_the_table(asha_sweep):

@@ -1,0 +1,167 @@
+"""One epoch (train 55,000 + validate 5,000 Fashion-MNIST images) of the same MLP three ways, in one run:
+
+  (a) the seed's pipeline: per-image PIL -> ToTensor -> Normalize, a DataLoader, Lightning
+  (b) our data module and Lightning, as a sweep trial runs them (train() with quiet=True)
+  (c) a plain PyTorch loop over tensors already in memory (on the GPU when there is one): the limit
+
+    python benchmarks/epoch_speed.py              # prints b/c (target <= 1.15 on CPU) and a/b (>= 2.5)
+    python benchmarks/epoch_speed.py --smoke-test # tiny sizes, for CI
+
+Each way runs --epochs epochs; the first is warm-up, the figure is the median of the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from text_recognizer.config import resolve_config
+from text_recognizer.data import FashionMNIST
+from text_recognizer.data.base_data_module import to_splits
+from text_recognizer.lit_models import BaseLitModel
+from text_recognizer.models import MLP
+from text_recognizer.training import train
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of each training epoch, its validation included (Lightning validates inside the epoch)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+class SeedDataset(Dataset):
+    """What torchvision's FashionMNIST dataset does per image: uint8 array -> PIL image -> transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = torch.from_numpy(images), labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        image = Image.fromarray(self.images[index].numpy(), mode="L")
+        return self.transform(image), int(self.labels[index])
+
+
+def seed_pipeline(raw: dict, args, device: str) -> list[float]:
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    train_loader = DataLoader(SeedDataset(*raw["train"], transform), batch_size=args.batch_size, shuffle=True)
+    val_loader = DataLoader(SeedDataset(*raw["val"], transform), batch_size=args.batch_size)
+    model = MLP({"input_dims": (1, 28, 28), "output_dims": (10,)}, fc1=args.fc1, fc2=args.fc2)
+    timer = EpochTimer()
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator=device,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(BaseLitModel(model, num_classes=10), train_loader, val_loader)
+    return timer.seconds
+
+
+def our_trial(splits, args, device: str) -> list[float]:
+    timer = EpochTimer()
+    config = resolve_config(
+        {
+            "data_class": "FashionMNIST",
+            "fc1": args.fc1,
+            "fc2": args.fc2,
+            "batch_size": args.batch_size,
+            "max_epochs": args.epochs,
+            "accelerator": device,
+        },
+        "bench",
+    )
+    train(config, splits=splits, callbacks=[timer], quiet=True)
+    return timer.seconds
+
+
+def raw_loop(splits, args, device: str) -> list[float]:
+    torch.manual_seed(0)
+    x_train, y_train = (torch.from_numpy(a).to(device) for a in (splits.x_train, splits.y_train))
+    x_val, y_val = (torch.from_numpy(a).to(device) for a in (splits.x_val, splits.y_val))
+    model = MLP({"input_dims": (1, 28, 28), "output_dims": (10,)}, fc1=args.fc1, fc2=args.fc2).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seconds = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y_train), device=device)
+        for i in range(0, len(order), args.batch_size):
+            idx = order[i : i + args.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum(
+                (model(x_val[i : i + args.batch_size]).argmax(1) == y_val[i : i + args.batch_size]).sum()
+                for i in range(0, len(y_val), args.batch_size)
+            )
+        float(correct)  # wait for the device
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def load(args):
+    """uint8 images for the seed's pipeline, normalised splits for ours: the same images."""
+    raw = FashionMNIST().load_raw()
+    raw["train"] = tuple(array[: args.train_images] for array in raw["train"])
+    return raw, to_splits(raw, FashionMNIST.mean, FashionMNIST.std)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--fc1", type=int, default=1024)
+    parser.add_argument("--fc2", type=int, default=128)
+    parser.add_argument("--train-images", type=int, default=55_000)
+    parser.add_argument("--smoke-test", action="store_true", help="2 epochs on 2,000 images")
+    args = parser.parse_args()
+    if args.smoke_test:
+        args.epochs, args.train_images = 2, 2_000
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    raw, splits = load(args)
+    pl.seed_everything(0, verbose=False)
+    print(
+        f"epoch_speed: MLP fc1={args.fc1} fc2={args.fc2}, batch {args.batch_size}, Adam, "
+        f"{len(splits.y_train)} train + {len(splits.y_val)} val Fashion-MNIST images, {device}, "
+        f"{torch.get_num_threads()} threads, median of epochs 2..{args.epochs}"
+    )
+    seconds = {}
+    for name, fn, data in (("c", raw_loop, splits), ("b", our_trial, splits), ("a", seed_pipeline, raw)):
+        epochs = fn(data, args, device)
+        seconds[name] = statistics.median(epochs[1:])
+        print(
+            f"  ({name}) {fn.__name__:<14} {seconds[name]:7.3f} s/epoch   (all epochs: "
+            f"{', '.join(f'{s:.2f}' for s in epochs)})",
+            flush=True,
+        )
+    print(f"b/c = {seconds['b'] / seconds['c']:.2f}   (our trial vs raw loop; target <= 1.15 CPU, <= 1.5 GPU)")
+    print(f"a/b = {seconds['a'] / seconds['b']:.2f}   (seed pipeline vs ours; target >= 2.5 CPU, >= 10 GPU)")
+
+
+if __name__ == "__main__":
+    main()

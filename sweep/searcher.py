@@ -1,0 +1,59 @@
+"""The Optuna searcher: TPE, random or grid sampling, seeded, its study in a journal file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray.tune.search.optuna import OptunaSearch
+
+from sweep.space import SweepSpec
+
+OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and reports
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """Tells Optuna that a trial ASHA stopped was PRUNED, as Optuna's own pruners do.
+
+    Ray's OptunaSearch tells it COMPLETE with the value of its last epoch, so TPE ranks a trial stopped
+    after one epoch as if it had trained fully. Pruned, it keeps its per-epoch values (reported by
+    `on_trial_result`) and TPE ranks it below the trials that finished.
+    """
+
+    def __init__(self, *args, max_epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        stopped_early = not error and result is not None and result["training_iteration"] < self.max_epochs
+        if not stopped_early:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        # Tune hands the result that made ASHA stop the trial only to this method: record it as the trial's
+        # last intermediate value, then end the trial with neither result nor error, which OptunaSearch
+        # tells Optuna as PRUNED.
+        self.on_trial_result(trial_id, result)
+        super().on_trial_complete(trial_id, result=None, error=False)
+
+
+def make_searcher(spec: SweepSpec, experiment_dir: Path) -> OptunaSearch:
+    if spec.method == "grid":
+        grid = {name: param.distribution.choices for name, param in spec.params.items()}
+        sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
+    elif spec.method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        # constant_liar: running trials count as pessimistic results, so parallel trials spread out.
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True)
+    kwargs = dict(
+        space={name: param.distribution for name, param in spec.params.items()},
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=sampler,
+        study_name=spec.name,
+        storage=JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))),
+    )
+    if spec.stopped_trials == "pruned":
+        return PruningOptunaSearch(**kwargs, max_epochs=spec.max_epochs)
+    return OptunaSearch(**kwargs)
