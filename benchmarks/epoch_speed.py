@@ -1,6 +1,7 @@
 """One epoch (train 55,000 + validate 5,000 Fashion-MNIST images) of the same MLP three ways, in one run:
 
-  (a) the seed's pipeline: per-image PIL -> ToTensor -> Normalize, a DataLoader, Lightning
+  (a) the seed's pipeline: per-image PIL -> ToTensor -> Normalize, a DataLoader, Lightning with the
+      seed's per-step logging
   (b) our data module and Lightning, as a sweep trial runs them (train() with quiet=True)
   (c) a plain PyTorch loop over tensors already in memory (on the GPU when there is one): the limit
 
@@ -19,6 +20,7 @@ import time
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torchmetrics
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -42,6 +44,36 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(time.perf_counter() - self.start)
+
+
+class SeedLitModel(BaseLitModel):
+    """The seed's training logic: it logs train_loss and the metrics on every step, as Lab 1 did."""
+
+    def __init__(self, model, num_classes: int):
+        super().__init__(model, num_classes=num_classes)
+        self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        self.log("train_loss", loss)
+        self.train_acc(logits, y)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self):
+        pass
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", self.loss_fn(logits, y), prog_bar=True)
+        self.val_acc(logits, y)
+        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self):
+        pass
 
 
 class SeedDataset(Dataset):
@@ -75,7 +107,7 @@ def seed_pipeline(raw: dict, args, device: str) -> list[float]:
         num_sanity_val_steps=0,
         callbacks=[timer],
     )
-    trainer.fit(BaseLitModel(model, num_classes=10), train_loader, val_loader)
+    trainer.fit(SeedLitModel(model, num_classes=10), train_loader, val_loader)
     return timer.seconds
 
 
