@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from sweep.cluster import print_dashboard, start_ray, trial_concurrency
 from sweep.results import BEST_CONFIG, ResultsWriter
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
@@ -33,46 +32,6 @@ class SweepResult:
     @property
     def errors(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
-
-
-def start_ray(address: str | None):
-    """Start a local Ray, or join the cluster at `address`; returns Ray's context."""
-    import ray
-
-    kwargs = {"address": address} if address else {"include_dashboard": True}
-    try:
-        return ray.init(**kwargs, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
-
-
-def print_dashboard(context) -> None:
-    if not context.dashboard_url:
-        return
-    token = Path.home() / ".ray" / "auth_token"
-    auth = (
-        f"; it asks for the token in {token} (Ray's token auth is on)"
-        if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token"
-        else ""
-    )
-    print(f"Ray dashboard: http://{context.dashboard_url} (trials, logs, CPU/GPU use){auth}", flush=True)
-
-
-def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
-    """How many trials fit side by side; asking for more than the cluster has is an error, not a hang."""
-    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-    there = f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU"
-    if spec.gpus_per_trial > gpus:
-        raise UserError(
-            f"--gpus-per-trial {spec.gpus_per_trial:g} asks for more GPUs than there are ({there}); "
-            "use --gpus-per-trial 0 to train on CPUs"
-        )
-    if spec.cpus_per_trial > cpus:
-        raise UserError(f"--cpus-per-trial {spec.cpus_per_trial:g} asks for more CPUs than there are ({there})")
-    fits = math.floor(cpus / spec.cpus_per_trial + 1e-9)
-    if spec.gpus_per_trial:
-        fits = min(fits, math.floor(gpus / spec.gpus_per_trial + 1e-9))
-    return max(1, min(fits, spec.max_concurrent or fits, spec.num_samples))
 
 
 def load_splits(config: dict) -> Splits:
@@ -114,6 +73,18 @@ def run_sweep(
     address: str | None = None,
     argv: list[str] | None = None,
 ) -> SweepResult:
+    """Run the sweep on a local Ray or the cluster at `address`; Ray is shut down at the end, also when
+    something fails."""
+    import ray
+
+    context = start_ray(address)
+    try:
+        return sweep_on_ray(spec, context, Path(storage_path).resolve(), name, argv or [])
+    finally:
+        ray.shutdown()
+
+
+def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: list[str]) -> SweepResult:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -121,11 +92,9 @@ def run_sweep(
     from sweep.searcher import make_searcher
     from sweep.trial import run_trial
 
-    storage_path = Path(storage_path).resolve()
     experiment_dir = storage_path / name
     if experiment_dir.exists():
         raise UserError(f"{experiment_dir} already exists: pass another --name, or delete it")
-    context = start_ray(address)
     concurrency = trial_concurrency(spec, ray.cluster_resources())
     print_dashboard(context)
     # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
@@ -135,7 +104,7 @@ def run_sweep(
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     experiment_dir.mkdir(parents=True)
-    save_spec(spec, experiment_dir, argv or [])
+    save_spec(spec, experiment_dir, argv)
 
     scheduler = FIFOScheduler()
     if spec.asha:

@@ -1,0 +1,160 @@
+"""How much of a sweep's wall time is training: a grid of 12 fixed configurations on full Fashion-MNIST,
+no early stopping, run through the real command line (`python -m sweep run`, Ray's start included).
+
+    python benchmarks/sweep_efficiency.py                        # CPU: 2 trials at a time on 2 cores
+    python benchmarks/sweep_efficiency.py --gpus-per-trial 0.25  # GPU: 4 trials share one GPU
+    python benchmarks/sweep_efficiency.py --smoke-test           # tiny sizes, for CI
+
+efficiency = (sum over trials of their epoch times, training and validation only)
+             / (trials at a time x wall time of the whole command)
+fixed cost per trial = (trials at a time x wall time - sum of epoch times) / trials
+Peak memory is the proportional set size (PSS: shared pages counted once) of the command's process tree,
+Ray's processes and trial workers included, sampled every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def space(args) -> dict:
+    if args.smoke_test:
+        run = {"data_class": "MNISTSample", "max_epochs": 1}
+        parameters = {"fc1": {"values": [64, 128]}, "lr": {"values": [1e-3, 3e-3]}}
+    else:
+        run = {"data_class": "FashionMNIST", "max_epochs": args.epochs, "fc2": 128}
+        # Trials of 5-10 s each on this machine: not so unequal that one long trial ends the sweep alone.
+        parameters = {
+            "fc1": {"values": [512, 768, 1024]},
+            "lr": {"values": [1e-3, 3e-3]},
+            "batch_size": {"values": [256, 512]},
+        }
+    return {
+        "name": "sweep_efficiency",
+        "method": "grid",
+        "run": run,
+        "parameters": parameters,
+        "early_stopping": "none",
+    }
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """root_pid and all its descendants, from /proc (Ray's processes and workers descend from the driver)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ...
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def tree_pss_bytes(root_pid: int) -> int:
+    total = 0
+    for pid in process_tree(root_pid):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue  # the process ended between listing and reading
+    return total
+
+
+def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, float, int, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "run",
+        str(space_path),
+        "--storage-path",
+        str(storage),
+        "--name",
+        "bench",
+        "--gpus-per-trial",
+        str(args.gpus_per_trial),
+    ]
+    started, started_epoch = time.perf_counter(), time.time()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    while process.poll() is None:
+        peak = max(peak, tree_pss_bytes(process.pid))
+        time.sleep(1.0)  # reading smaps costs CPU that the trials need: not more often
+    wall = time.perf_counter() - started
+    reader.join()
+    text = "".join(output)
+    if process.returncode != 0:
+        sys.exit(f"the sweep failed (exit {process.returncode}):\n{text[-3000:]}")
+    return wall, started_epoch, peak, text
+
+
+def dataset_bytes(data_class: str) -> int:
+    from text_recognizer.data import DATA_CLASSES
+
+    splits = DATA_CLASSES[data_class]().load_splits()
+    return sum(array.nbytes for array in vars(splits).values())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (2: about 5-10 s of training)")
+    parser.add_argument("--smoke-test", action="store_true", help="4 one-epoch trials on the MNIST sample")
+    args = parser.parse_args()
+    spec = space(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        space_path = Path(tmp) / "space.yaml"
+        space_path.write_text(yaml.safe_dump(spec))
+        wall, started, peak, output = run_sweep_command(space_path, Path(tmp), args)
+        with open(Path(tmp) / "bench" / "results.csv") as f:
+            rows = list(csv.DictReader(f))
+    concurrency = int(re.search(r"trials, (\d+) at a time", output).group(1))
+    training = sum(float(row["train_time_s"]) for row in rows)
+    per_trial = [float(row["train_time_s"]) for row in rows]
+    data_mb = dataset_bytes(spec["run"]["data_class"]) / 2**20
+    print(
+        f"sweep_efficiency: {len(rows)} trials ({', '.join(sorted({r['status'] for r in rows}))}), "
+        f"{spec['run']['data_class']}, {concurrency} at a time, --gpus-per-trial {args.gpus_per_trial:g}"
+    )
+    print(
+        f"  wall time of `python -m sweep run`: {wall:.1f} s; training per trial {min(per_trial):.1f}-"
+        f"{max(per_trial):.1f} s, {training:.1f} s in all"
+    )
+    print(f"efficiency = {training / (concurrency * wall):.2f}   (target >= 0.80 CPU, >= 0.70 with 4 trials per GPU)")
+    print(f"fixed cost per trial = {(concurrency * wall - training) / len(rows):.2f} s   (target <= 1 s)")
+    starts = [datetime.fromisoformat(row["start"]).timestamp() for row in rows]
+    ends = [start + float(row["duration_s"]) for start, row in zip(starts, rows, strict=True)]
+    in_trials = sum(float(row["duration_s"]) - float(row["train_time_s"]) for row in rows)
+    idle_slots = concurrency * (max(ends) - min(starts)) - sum(float(row["duration_s"]) for row in rows)
+    print(
+        f"  where the rest went: {min(starts) - started:.1f} s before the first trial started (imports, Ray, "
+        f"data, worker start), {started + wall - max(ends):.1f} s after the last ended; between them "
+        f"{in_trials / len(rows):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
+    )
+    print(f"peak memory (PSS of the process tree) = {peak / 2**20:.0f} MiB; the dataset is {data_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Ray: start or join it, say where its dashboard is, and fit trials to its resources."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from text_recognizer.util import UserError
+
+if TYPE_CHECKING:
+    from sweep.space import SweepSpec
+
+
+def start_ray(address: str | None):
+    """Start a local Ray, or join the cluster at `address`; returns Ray's context."""
+    import ray
+
+    kwargs = {"address": address} if address else {"include_dashboard": True}
+    try:
+        return ray.init(**kwargs, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+
+
+def print_dashboard(context) -> None:
+    if not context.dashboard_url:
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    auth = (
+        f"; it asks for the token in {token} (Ray's token auth is on)"
+        if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token"
+        else ""
+    )
+    print(f"Ray dashboard: http://{context.dashboard_url} (trials, logs, CPU/GPU use){auth}", flush=True)
+
+
+def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
+    """How many trials fit side by side; asking for more than the cluster has is an error, not a hang."""
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    there = f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU"
+    if spec.gpus_per_trial > gpus:
+        raise UserError(
+            f"--gpus-per-trial {spec.gpus_per_trial:g} asks for more GPUs than there are ({there}); "
+            "use --gpus-per-trial 0 to train on CPUs"
+        )
+    if spec.cpus_per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {spec.cpus_per_trial:g} asks for more CPUs than there are ({there})")
+    fits = math.floor(cpus / spec.cpus_per_trial + 1e-9)
+    if spec.gpus_per_trial:
+        fits = min(fits, math.floor(gpus / spec.gpus_per_trial + 1e-9))
+    return max(1, min(fits, spec.max_concurrent or fits, spec.num_samples))
