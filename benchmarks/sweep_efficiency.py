@@ -68,18 +68,20 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def tree_pss_bytes(root_pid: int) -> int:
-    total = 0
+def tree_pss_bytes(root_pid: int) -> dict[str, int]:
+    """PSS in bytes of each process in the tree, by 'pid name'."""
+    sizes = {}
     for pid in process_tree(root_pid):
         try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+                sizes[f"{pid} {name}"] = next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
         except (OSError, StopIteration):
             continue  # the process ended between listing and reading
-    return total
+    return sizes
 
 
-def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, float, int, str]:
+def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, float, dict[str, int], str]:
     command = [
         sys.executable,
         "-m",
@@ -95,12 +97,14 @@ def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, flo
     ]
     started, started_epoch = time.perf_counter(), time.time()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak: dict[str, int] = {}
     output = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
     while process.poll() is None:
-        peak = max(peak, tree_pss_bytes(process.pid))
+        sizes = tree_pss_bytes(process.pid)
+        if sum(sizes.values()) > sum(peak.values()):
+            peak = sizes
         time.sleep(1.0)  # reading smaps costs CPU that the trials need: not more often
     wall = time.perf_counter() - started
     reader.join()
@@ -153,7 +157,12 @@ def main():
         f"data, worker start), {started + wall - max(ends):.1f} s after the last ended; between them "
         f"{in_trials / len(rows):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
     )
-    print(f"peak memory (PSS of the process tree) = {peak / 2**20:.0f} MiB; the dataset is {data_mb:.0f} MiB")
+    print(
+        f"peak memory (PSS of the process tree) = {sum(peak.values()) / 2**20:.0f} MiB in {len(peak)} processes; "
+        f"the dataset is {data_mb:.0f} MiB"
+    )
+    largest = sorted(peak.items(), key=lambda item: -item[1])[:6]
+    print("  largest at the peak: " + ", ".join(f"{name.split()[1]} {size / 2**20:.0f}" for name, size in largest))
 
 
 if __name__ == "__main__":

@@ -152,3 +152,34 @@ def test_final_without_best_config_is_one_line(tmp_path):
     run = run_cli("-m", "sweep", "final", str(tmp_path), cwd=tmp_path, timeout=60)
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
     assert "best_config.yaml: no such file" in run.stderr
+
+
+def test_trials_read_the_dataset_without_copying_it():
+    """One copy per node: the arrays a trial gets from the object store are read-only views, and a whole
+    epoch of batches adds no private memory of the dataset's size."""
+    import os
+
+    import ray
+
+    from text_recognizer.data import MNISTSample
+    from text_recognizer.data.base_data_module import TensorLoader
+
+    def private_mib() -> int:
+        with open(f"/proc/{os.getpid()}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith("Private_")) // 1024
+
+    @ray.remote
+    def epoch_in_a_worker(splits):
+        before = private_mib()
+        loader = TensorLoader(splits.x_train, splits.y_train, batch_size=128, shuffle=True)
+        seen = sum(len(y) for _, y in loader)
+        return splits.x_train.flags.writeable, splits.x_train.flags.owndata, seen, private_mib() - before
+
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        splits = MNISTSample().load_splits()
+        writeable, owndata, seen, grown_mib = ray.get(epoch_in_a_worker.remote(ray.put(splits)))
+    finally:
+        ray.shutdown()
+    assert (writeable, owndata, seen) == (False, False, 4000)
+    assert grown_mib < splits.x_train.nbytes / 2**20 / 2  # 12 MiB of images: no private copy of them
