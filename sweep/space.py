@@ -199,6 +199,7 @@ def load_spec(path: str) -> SweepSpec:
         num_samples=num_samples,
         seed=seed,
         max_concurrent=max_concurrent,
+        stopped_trials=stopped_trials,
         asha=asha,
         gpus_per_trial=gpus,
         cpus_per_trial=cpus,

@@ -68,6 +68,21 @@ def test_bad_yaml_syntax_is_one_line(tmp_path):
         load_spec(path)
 
 
+def test_stopped_trials_setting_picks_the_searcher(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweep.searcher import PruningOptunaSearch
+
+    completed = load_spec(write(tmp_path, "search: {stopped_trials: completed}\nparameters: {fc1: {values: [8]}}"))
+    assert completed.stopped_trials == "completed"
+    default = load_spec(str(ROOT / "search_spaces" / "quickstart.yaml"))
+    assert default.stopped_trials == "pruned"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert type(make_searcher(completed, tmp_path / "a")) is OptunaSearch
+    assert isinstance(make_searcher(default, tmp_path / "b"), PruningOptunaSearch)
+
+
 def test_same_seed_gives_same_first_optuna_suggestions(tmp_path):
     spec = load_spec(str(ROOT / "search_spaces" / "quickstart.yaml"))
 
