@@ -8,12 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from text_recognizer.util import UserError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from text_recognizer.util import OneLineParser, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +50,9 @@ def overridden(spec, args):
         "seed": args.seed,
     }
     for key, value in flags.items():
-        if value is not None and value < (0 if key in ("gpus_per_trial", "seed") else 1e-9):
-            raise UserError(f"--{key.replace('_', '-')} must be {'>= 0' if key == 'gpus_per_trial' else '> 0'}")
+        may_be_zero = key in ("gpus_per_trial", "seed")
+        if value is not None and (value < 0 or (value == 0 and not may_be_zero)):
+            raise UserError(f"--{key.replace('_', '-')} must be {'>= 0' if may_be_zero else '> 0'}, got {value:g}")
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import numpy as np
 
 class UserError(Exception):
     """Bad input or a missing resource: the CLIs print the message as one line, without a traceback."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) naming the flag, then exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def read_idx(path: Path) -> np.ndarray:

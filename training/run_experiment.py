@@ -14,7 +14,7 @@ import sys
 
 from text_recognizer.config import HELP, Flag, flag_schema, resolve_config
 from text_recognizer.training import train
-from text_recognizer.util import UserError, load_yaml_mapping
+from text_recognizer.util import OneLineParser, UserError, load_yaml_mapping
 
 GROUP_TITLES = {
     "experiment": "experiment",
@@ -23,11 +23,6 @@ GROUP_TITLES = {
     "lit_model": "lit model (training logic)",
     "trainer": "trainer",
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def converter(flag: Flag):
