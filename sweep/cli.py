@@ -66,6 +66,9 @@ def cmd_run(args, argv) -> int:
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     result = run_sweep(spec, storage_path=args.storage_path, name=name, address=args.address, argv=argv)
     print_summary(spec, result)
+    if any(row["status"] == "interrupted" for row in result.rows):
+        print("sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml", file=sys.stderr)
+        return 130
     if result.best is None:
         return 1
     if args.final:

@@ -183,3 +183,41 @@ def test_trials_read_the_dataset_without_copying_it():
         ray.shutdown()
     assert (writeable, owndata, seen) == (False, False, 4000)
     assert grown_mib < splits.x_train.nbytes / 2**20 / 2  # 12 MiB of images: no private copy of them
+
+
+def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
+    """Ctrl-C mid-sweep: exit code 130, and results.csv and best_config.yaml hold what was done."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "run",
+            str(ROOT / "tests" / "spaces" / "long.yaml"),
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "long",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = tmp_path / "long" / "results.csv"
+    deadline = time.monotonic() + 120
+    while not results.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    with open(results) as f:
+        statuses = [row["status"] for row in csv.DictReader(f)]
+    assert "interrupted" in statuses and any(status != "interrupted" for status in statuses)
+    assert (tmp_path / "long" / "best_config.yaml").exists()
+    assert "sweep: interrupted" in stderr
