@@ -77,7 +77,7 @@ class ResultsWriter(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         row = self.row(trial)
         row["status"] = "error"
-        row["error"] = str(Path(trial.path) / "error.txt") if trial.path else "see the Ray log"
+        row["error"] = error_summary(trial)
         self.end(row)
 
     def end(self, row: dict) -> None:
@@ -114,6 +114,16 @@ class ResultsWriter(tune.Callback):
         best = self.best_row()
         if best is not None:
             write_best_config(self.spec, best, self.experiment_dir / BEST_CONFIG)
+
+
+def error_summary(trial) -> str:
+    """The exception line of a failed trial, and where its whole traceback is kept."""
+    kept = Path(trial.path) / "error.txt"  # in the experiment directory, once Tune has synced it
+    try:  # Tune has just written the traceback to the trial's local staging directory
+        lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):
+        lines = []
+    return f"{lines[-1]} (traceback: {kept})" if lines else f"traceback: {kept}"
 
 
 def format_row(row: dict) -> dict:

@@ -55,6 +55,7 @@ def test_config_file_is_overridden_by_flags(tmp_path):
         ({"fc1": 1.5}, "key 'fc1': expected int, got 1.5"),
         ({"lr": "fast"}, "key 'lr': expected float, got 'fast'"),
         ({"data_class": "EMNIST"}, "unknown data_class 'EMNIST'"),
+        ({"optimizer": "Adamm"}, "key 'optimizer': expected one of ASGD, Adadelta"),
     ],
 )
 def test_bad_config_values_name_the_source_and_key(values, message):

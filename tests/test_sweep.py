@@ -2,6 +2,7 @@
 
 import csv
 from datetime import datetime
+from pathlib import Path
 
 import optuna
 import pytest
@@ -221,3 +222,27 @@ def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
     assert "interrupted" in statuses and any(status != "interrupted" for status in statuses)
     assert (tmp_path / "long" / "best_config.yaml").exists()
     assert "sweep: interrupted" in stderr
+
+
+def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
+    run = run_cli(
+        "-m",
+        "sweep",
+        "run",
+        str(ROOT / "tests" / "spaces" / "failing.yaml"),
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "failing",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    with open(tmp_path / "failing" / "results.csv") as f:
+        rows = {row["precision"]: row for row in csv.DictReader(f)}
+    assert rows["32-true"]["status"] == "completed" and float(rows["32-true"]["val_acc"]) > 0.5
+    failed = rows["64-bits"]
+    assert failed["status"] == "error"
+    message, traceback_file = failed["error"].split(" (traceback: ")
+    assert message.startswith("ValueError: Precision '64-bits' is invalid")
+    assert Path(traceback_file.rstrip(")")).exists()
+    assert "1 failed" in run.stdout and "FAILED trial" in run.stdout

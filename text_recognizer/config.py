@@ -57,6 +57,7 @@ class Flag:
     annotation: Any  # int, float, str, bool, or a union such as `float | None`
     default: Any
     group: str
+    choices: tuple = ()  # the allowed values, where a class names them (FLAG_CHOICES)
 
     @property
     def options(self) -> tuple:
@@ -83,6 +84,12 @@ class Flag:
 
     def check(self, value: Any) -> Any:
         """Check a value read from YAML; returns it, converted where the conversion is exact."""
+        value = self.check_type(value)
+        if self.choices and value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+    def check_type(self, value: Any) -> Any:
         options = self.options
         if value is None and type(None) in options:
             return None
@@ -105,10 +112,14 @@ class Flag:
 
 
 def signature_flags(target, group: str) -> dict[str, Flag]:
-    """The keyword arguments of `target` that have defaults are its flags."""
+    """The keyword arguments of `target` that have defaults are its flags; `target.FLAG_CHOICES` may name
+    the values a flag allows."""
     params = inspect.signature(target, eval_str=True).parameters.values()
+    choices = getattr(target, "FLAG_CHOICES", {})
     return {
-        p.name: Flag(p.name, p.annotation, p.default, group) for p in params if p.default is not inspect.Parameter.empty
+        p.name: Flag(p.name, p.annotation, p.default, group, tuple(choices.get(p.name, ())))
+        for p in params
+        if p.default is not inspect.Parameter.empty
     }
 
 

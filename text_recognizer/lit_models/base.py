@@ -8,8 +8,19 @@ import torchmetrics
 from torch import nn
 
 
+def optimizer_names() -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(torch.optim).items()
+        if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) and value is not torch.optim.Optimizer
+    )
+
+
 class BaseLitModel(pl.LightningModule):
     """Keyword arguments after `model` are the lit-model group's flags."""
+
+    # Checked when a config or a search space is read, rather than when a trial first calls them.
+    FLAG_CHOICES = {"optimizer": optimizer_names(), "loss": ["cross_entropy", "multi_margin_loss", "nll_loss"]}
 
     def __init__(
         self,
