@@ -15,25 +15,19 @@ from training.run_experiment import parse_config
 pytestmark = pytest.mark.slow
 
 
+def sweep_run(space: Path, storage: Path, name: str, *flags: str):
+    """`python -m sweep run SPACE` into storage/name; returns the finished command and results.csv's rows."""
+    run = run_cli("-m", "sweep", "run", str(space), "--storage-path", str(storage), "--name", name, *flags, cwd=storage)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(storage / name / "results.csv") as f:
+        return run, list(csv.DictReader(f))
+
+
 @pytest.fixture(scope="module")
 def asha_sweep(tmp_path_factory):
     """One real sweep with a final run, shared by the assertions below (a sweep takes ~30 s)."""
     tmp = tmp_path_factory.mktemp("sweep")
-    run = run_cli(
-        "-m",
-        "sweep",
-        "run",
-        str(ROOT / "tests" / "spaces" / "asha.yaml"),
-        "--storage-path",
-        str(tmp),
-        "--name",
-        "asha",
-        "--final",
-        cwd=tmp,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    with open(tmp / "asha" / "results.csv") as f:
-        rows = list(csv.DictReader(f))
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "asha.yaml", tmp, "asha", "--final")
     return run, tmp / "asha", rows
 
 
@@ -97,21 +91,8 @@ def test_sweep_best_prints_the_table(asha_sweep):
 
 
 def test_wandb_style_file_runs(tmp_path):
-    run = run_cli(
-        "-m",
-        "sweep",
-        "run",
-        str(ROOT / "search_spaces" / "wandb_style.yaml"),
-        "--storage-path",
-        str(tmp_path),
-        "--name",
-        "wb",
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run, rows = sweep_run(ROOT / "search_spaces" / "wandb_style.yaml", tmp_path, "wb")
     assert "ignoring W&B key 'program'" in run.stderr
-    with open(tmp_path / "wb" / "results.csv") as f:
-        rows = list(csv.DictReader(f))
     assert len(rows) == 6 and max(float(row["val_acc"]) for row in rows) > 0.8
 
 
@@ -225,20 +206,8 @@ def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
 
 
 def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
-    run = run_cli(
-        "-m",
-        "sweep",
-        "run",
-        str(ROOT / "tests" / "spaces" / "failing.yaml"),
-        "--storage-path",
-        str(tmp_path),
-        "--name",
-        "failing",
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    with open(tmp_path / "failing" / "results.csv") as f:
-        rows = {row["precision"]: row for row in csv.DictReader(f)}
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "failing.yaml", tmp_path, "failing")
+    rows = {row["precision"]: row for row in rows}
     assert rows["32-true"]["status"] == "completed" and float(rows["32-true"]["val_acc"]) > 0.5
     failed = rows["64-bits"]
     assert failed["status"] == "error"
