@@ -148,8 +148,3 @@ def write_best_config(spec: SweepSpec, best: dict, path: Path) -> None:
         f"#   python training/run_experiment.py --config {path}\n"
     )
     path.write_text(header + yaml.safe_dump(config, sort_keys=False))
-
-
-def read_results(experiment_dir: Path) -> list[dict]:
-    with open(experiment_dir / RESULTS_CSV, newline="") as f:
-        return list(csv.DictReader(f))

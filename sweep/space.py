@@ -8,7 +8,7 @@ for every key.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +49,23 @@ class Param:
 
 @dataclass
 class SweepSpec:
+    """Built only by `load_spec`, which states every default once, where it reads each key."""
+
     path: str
     name: str
     base_config: dict  # a complete run config: every flag's default, overridden by the fixed settings
     params: dict[str, Param]
-    metric: str = "val_acc"
-    mode: str = "max"
-    method: str = "bayes"
-    num_samples: int = 8
-    seed: int = 0
-    max_concurrent: int | None = None
-    stopped_trials: str = "pruned"  # how trials that ASHA stopped are told to Optuna: pruned or completed
-    asha: dict | None = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
-    gpus_per_trial: float = 0.0
-    cpus_per_trial: float = 1.0
-    warnings: list[str] = field(default_factory=list)
+    metric: str
+    mode: str
+    method: str
+    num_samples: int
+    seed: int
+    max_concurrent: int | None
+    stopped_trials: str  # how trials that ASHA stopped are told to Optuna: pruned or completed
+    asha: dict | None  # grace_period and reduction_factor, or None: no early stopping
+    gpus_per_trial: float
+    cpus_per_trial: float
+    warnings: list[str]  # W&B keys reported and ignored
 
     @property
     def max_epochs(self) -> int:
