@@ -56,15 +56,15 @@ def overridden(spec, args):
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 
-def cmd_run(args, argv) -> int:
-    from sweep.runner import run_final, run_sweep
+def cmd_run(args, argv, ray_start) -> int:
+    from sweep.runner import run_final, run_sweep  # torch and Lightning: ~4 s, while Ray starts
     from sweep.space import load_spec
 
     spec = overridden(load_spec(args.space), args)
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    result = run_sweep(spec, storage_path=args.storage_path, name=name, address=args.address, argv=argv)
+    result = run_sweep(spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start)
     print_summary(spec, result)
     if any(row["status"] == "interrupted" for row in result.rows):
         print("sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml", file=sys.stderr)
@@ -124,9 +124,13 @@ def cmd_best(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    ray_start = None
     try:
         if args.command == "run":
-            return cmd_run(args, argv)
+            from sweep.cluster import RayStart
+
+            ray_start = RayStart(args.address)
+            return cmd_run(args, argv, ray_start)
         if args.command == "best":
             return cmd_best(args)
         from sweep.runner import run_final
@@ -139,3 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweep: interrupted; finished trials are in the experiment directory's results.csv", file=sys.stderr)
         return 130
+    finally:
+        if ray_start is not None:  # after the message: an error in the YAML is shown before Ray is stopped
+            ray_start.shutdown()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.cluster import print_dashboard, start_ray, trial_concurrency
+from sweep.cluster import RayStart, print_dashboard, trial_concurrency
 from sweep.results import BEST_CONFIG, ResultsWriter
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
@@ -72,16 +72,15 @@ def run_sweep(
     name: str,
     address: str | None = None,
     argv: list[str] | None = None,
+    ray_start: RayStart | None = None,
 ) -> SweepResult:
-    """Run the sweep on a local Ray or the cluster at `address`; Ray is shut down at the end, also when
-    something fails."""
-    import ray
-
-    context = start_ray(address)
+    """Run the sweep on a local Ray or the cluster at `address` (or on the one `ray_start` is starting);
+    Ray is shut down at the end, also when something fails."""
+    ray_start = ray_start or RayStart(address)
     try:
-        return sweep_on_ray(spec, context, Path(storage_path).resolve(), name, argv or [])
+        return sweep_on_ray(spec, ray_start.result(), Path(storage_path).resolve(), name, argv or [])
     finally:
-        ray.shutdown()
+        ray_start.shutdown()
 
 
 def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: list[str]) -> SweepResult:

@@ -1,6 +1,7 @@
 """Real sweeps: a local Ray, Optuna and Lightning trials on the MNIST sample, run through the real CLI."""
 
 import csv
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +30,30 @@ def asha_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     run, rows = sweep_run(ROOT / "tests" / "spaces" / "asha.yaml", tmp, "asha", "--final")
     return run, tmp / "asha", rows
+
+
+def ray_processes() -> set[int]:
+    """Live processes of any local Ray: its servers, agents, dashboard and workers."""
+    import psutil
+
+    found = set()
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if process.info["status"] != psutil.STATUS_ZOMBIE and (
+            process.info["name"] in ("raylet", "gcs_server") or command.startswith("ray::") or "/ray/" in command
+        ):
+            found.add(process.pid)
+    return found
+
+
+def assert_no_ray_left(before: set[int]) -> None:
+    """The command shut down the Ray it started: none of its processes outlives it (they get 10 s to exit)."""
+    for _ in range(20):
+        left = ray_processes() - before
+        if not left:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Ray processes left behind: {sorted(left)}")
 
 
 def interval(row: dict) -> tuple[float, float]:
@@ -101,6 +126,7 @@ def test_missing_gpu_fails_fast_with_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    before = ray_processes()
     run = run_cli(
         "-m",
         "sweep",
@@ -117,17 +143,21 @@ def test_missing_gpu_fails_fast_with_one_line(tmp_path):
     assert run.stderr.strip().splitlines()[-1].startswith("sweep: error: --gpus-per-trial 1 asks for more GPUs")
     assert "--gpus-per-trial 0" in run.stderr
     assert not list(tmp_path.iterdir())  # nothing half-made
+    assert_no_ray_left(before)
 
 
-def test_bad_space_is_one_line_without_ray(tmp_path):
+def test_bad_space_is_one_line_and_stops_ray(tmp_path):
+    """Ray starts while the YAML is read (it saves seconds per sweep); a bad YAML must not leave it running."""
     path = tmp_path / "space.yaml"
     path.write_text("parameters: {fc1: {values: [big]}}\n")
+    before = ray_processes()
     run = run_cli("-m", "sweep", "run", str(path), cwd=tmp_path, timeout=60)
     assert run.returncode == 1
     assert (
         run.stderr.strip()
         == f"sweep: error: {path}: key 'parameters.fc1.values': --fc1 takes int: expected int, got 'big'"
     )
+    assert_no_ray_left(before)
 
 
 def test_final_without_best_config_is_one_line(tmp_path):
