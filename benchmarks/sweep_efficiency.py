@@ -2,6 +2,7 @@
 no early stopping, run through the real command line (`python -m sweep run`, Ray's start included).
 
     python benchmarks/sweep_efficiency.py                        # CPU: 2 trials at a time on 2 cores
+    python benchmarks/sweep_efficiency.py --trials 36            # the same 12 configurations x 3 dropouts
     python benchmarks/sweep_efficiency.py --gpus-per-trial 0.25  # GPU: 4 trials share one GPU
     python benchmarks/sweep_efficiency.py --smoke-test           # tiny sizes, for CI
 
@@ -42,6 +43,8 @@ def space(args) -> dict:
             "lr": {"values": [1e-3, 3e-3]},
             "batch_size": {"values": [256, 512]},
         }
+        if args.trials > 12:  # the same 12 configurations, each with trials/12 dropout values
+            parameters["dropout"] = {"values": [round(0.5 - 0.1 * i, 1) for i in range(args.trials // 12)]}
     return {
         "name": "sweep_efficiency",
         "method": "grid",
@@ -125,6 +128,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpus-per-trial", type=float, default=0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (2: about 5-10 s of training)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=12,
+        choices=(12, 24, 36),
+        help="trials in the sweep (12: the issue's minimum); start-up is paid once per sweep, so more trials share it",
+    )
     parser.add_argument("--smoke-test", action="store_true", help="4 one-epoch trials on the MNIST sample")
     args = parser.parse_args()
     spec = space(args)
