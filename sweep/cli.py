@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from text_recognizer.util import OneLineParser, UserError
+from text_recognizer.util import OneLineParser, UserError, load_yaml_mapping
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from sweep.cluster import RayStart
 
+            load_yaml_mapping(args.space)  # a missing file or broken YAML is reported before Ray starts
             ray_start = RayStart(args.address)
             return cmd_run(args, argv, ray_start)
         if args.command == "best":

@@ -160,6 +160,12 @@ def test_bad_space_is_one_line_and_stops_ray(tmp_path):
     assert_no_ray_left(before)
 
 
+def test_missing_space_file_is_one_line(tmp_path):
+    run = run_cli("-m", "sweep", "run", str(tmp_path / "none.yaml"), cwd=tmp_path, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"sweep: error: {tmp_path / 'none.yaml'}: no such file"
+
+
 def test_final_without_best_config_is_one_line(tmp_path):
     run = run_cli("-m", "sweep", "final", str(tmp_path), cwd=tmp_path, timeout=60)
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
