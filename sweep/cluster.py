@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ def start_ray(address: str | None):
         raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
 
 
-class RayStart(threading.Thread):
+class RayStart:
     """`start_ray(address)` in the background, so that the driver imports torch and Lightning meanwhile.
 
     On 2 cores each takes ~4 s; side by side they take ~5. The thread stays alive until the process ends:
@@ -34,34 +35,25 @@ class RayStart(threading.Thread):
     """
 
     def __init__(self, address: str | None):
-        super().__init__(name="ray-start", daemon=True)
-        self.address = address
-        self.done = threading.Event()
-        self.context = None
-        self.error: BaseException | None = None
-        self.start()
+        self.started: Future = Future()  # Ray's context, or start_ray's error
+        threading.Thread(target=self._run, args=(address,), name="ray-start", daemon=True).start()
 
-    def run(self) -> None:
+    def _run(self, address: str | None) -> None:
         try:
-            self.context = start_ray(self.address)
-        except BaseException as exc:  # handed to the caller of result()
-            self.error = exc
-        self.done.set()
+            self.started.set_result(start_ray(address))
+        except BaseException as exc:  # raised again by result()
+            self.started.set_exception(exc)
         threading.Event().wait()  # never returns: see the class docstring
 
     def result(self):
         """Ray's context, once it has started; start_ray's error if it failed."""
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.context
+        return self.started.result()
 
     def shutdown(self) -> None:
         """Stop the Ray this started or joined, once its start has ended; a second call does nothing."""
         import ray
 
-        self.done.wait()
-        if self.context is not None:
+        if self.started.exception() is None:
             ray.shutdown()
 
 

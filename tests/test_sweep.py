@@ -211,7 +211,6 @@ def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     process = subprocess.Popen(
         [
