@@ -11,6 +11,12 @@ efficiency = (sum over trials of their epoch times, training and validation only
 fixed cost per trial = (trials at a time x wall time - sum of epoch times) / trials
 Peak memory is the proportional set size (PSS: shared pages counted once) of the command's process tree,
 Ray's processes and trial workers included, sampled every second.
+
+After the sweep it measures the floor that any Ray Tune + Lightning sweep pays once, whatever the tool:
+a fresh Python starts a local Ray with its dashboard, starts as many workers as the sweep ran trials at
+a time (with the runtime_env Tune gives trial actors), each imports Lightning, and Ray is stopped. It is
+measured twice and the smaller is kept; from it, the best fixed cost and efficiency
+that this same sweep could have had.
 """
 
 from __future__ import annotations
@@ -117,6 +123,49 @@ def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, flo
     return wall, started_epoch, peak, text
 
 
+# Run in a fresh Python by measure_floor(): prints "ready <epoch seconds>" and "stopped <seconds>".
+FLOOR_SCRIPT = """
+import os, sys, time
+import ray
+
+workers, gpus = int(sys.argv[1]), float(sys.argv[2])
+ray.init(include_dashboard=True, logging_level="ERROR")  # as `python -m sweep run` starts a local Ray
+
+
+# Tune creates trial actors with runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}, which keeps Ray from
+# handing them the workers it prestarted: they start new ones, as these do.
+@ray.remote(num_cpus=1, num_gpus=gpus, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})
+class Worker:
+    def ready(self):
+        import pytorch_lightning  # noqa: F401  (and torch): what a trial imports before it can train
+
+        return time.time()
+
+
+ready = ray.get([worker.ready.remote() for worker in [Worker.remote() for _ in range(workers)]])
+print("ready", max(ready), flush=True)
+start = time.time()
+ray.shutdown()
+print("stopped", time.time() - start, flush=True)
+os._exit(0)  # as `python -m sweep` exits: torch's interpreter teardown adds ~1.5 s and nothing else
+"""
+
+
+def measure_floor(workers: int, gpus_per_trial: float) -> tuple[float, float, float]:
+    """(seconds until every worker has imported Lightning, seconds from then to exit, Ray's stop alone)."""
+    started = time.time()
+    run = subprocess.run(
+        [sys.executable, "-c", FLOOR_SCRIPT, str(workers), str(gpus_per_trial)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ended = time.time()
+    values = dict(line.split() for line in run.stdout.splitlines() if line.startswith(("ready", "stopped")))
+    ready = float(values["ready"])
+    return ready - started, ended - ready, float(values["stopped"])
+
+
 def dataset_bytes(data_class: str) -> int:
     from text_recognizer.data import DATA_CLASSES
 
@@ -156,16 +205,31 @@ def main():
         f"  wall time of `python -m sweep run`: {wall:.1f} s; training per trial {min(per_trial):.1f}-"
         f"{max(per_trial):.1f} s, {training:.1f} s in all"
     )
-    print(f"efficiency = {training / (concurrency * wall):.2f}   (target >= 0.80 CPU, >= 0.70 with 4 trials per GPU)")
-    print(f"fixed cost per trial = {(concurrency * wall - training) / len(rows):.2f} s   (target <= 1 s)")
     starts = [datetime.fromisoformat(row["start"]).timestamp() for row in rows]
     ends = [start + float(row["duration_s"]) for start, row in zip(starts, rows, strict=True)]
     in_trials = sum(float(row["duration_s"]) - float(row["train_time_s"]) for row in rows)
     idle_slots = concurrency * (max(ends) - min(starts)) - sum(float(row["duration_s"]) for row in rows)
+    print(f"efficiency = {training / (concurrency * wall):.2f}   (target >= 0.80 CPU, >= 0.70 with 4 trials per GPU)")
+    print(f"fixed cost per trial = {(concurrency * wall - training) / len(rows):.2f} s   (target <= 1 s)")
     print(
         f"  where the rest went: {min(starts) - started:.1f} s before the first trial started (imports, Ray, "
         f"data, worker start), {started + wall - max(ends):.1f} s after the last ended; between them "
         f"{in_trials / len(rows):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
+    )
+    floors = [measure_floor(concurrency, args.gpus_per_trial) for _ in range(2)]
+    to_ready, to_exit, stopping = min(floors, key=lambda parts: parts[0] + parts[1])
+    floor = to_ready + to_exit
+    print(
+        f"floor (the smaller of two runs): start Ray with its dashboard and {concurrency} workers that import "
+        f"Lightning, then stop Ray = {floor:.1f} s ({to_ready:.1f} s until the workers are ready, "
+        f"{to_exit:.1f} s to exit, {stopping:.1f} s of it Ray's stop)"
+    )
+    print(
+        f"  paid once by any Ray Tune + Lightning sweep: at {len(rows)} trials {concurrency} at a time it alone "
+        f"is a fixed cost of {concurrency * floor / len(rows):.2f} s per trial; with only the floor around "
+        f"this run's trials, efficiency would be {training / (training + concurrency * floor + in_trials):.2f} "
+        f"without idle slots, {training / (training + concurrency * floor + in_trials + idle_slots):.2f} with "
+        "this run's"
     )
     print(
         f"peak memory (PSS of the process tree) = {sum(peak.values()) / 2**20:.0f} MiB in {len(peak)} processes; "
