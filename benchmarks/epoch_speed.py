@@ -176,7 +176,7 @@ def main():
     parser.add_argument("--fc1", type=int, default=1024)
     parser.add_argument("--fc2", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=55_000)
-    parser.add_argument("--repeats", type=int, default=4, help="runs of (b), each between two runs of (c)")
+    parser.add_argument("--repeats", type=int, default=8, help="runs of (b), each between two runs of (c)")
     parser.add_argument("--smoke-test", action="store_true", help="2 epochs on 2,000 images")
     args = parser.parse_args()
     if args.smoke_test:

@@ -15,7 +15,7 @@ fi
 export TEXT_RECOGNIZER_DATA_DIR="$PWD/data/downloaded" PYTHONUNBUFFERED=1
 {
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
-  timeout 120 python3 benchmarks/epoch_speed.py --epochs 4
+  timeout 120 python3 benchmarks/epoch_speed.py --epochs 4 --repeats 4
   timeout 150 python3 benchmarks/sweep_efficiency.py --gpus-per-trial 1
   timeout 150 python3 benchmarks/sweep_efficiency.py --gpus-per-trial 0.25
 } 2>&1 | grep -v -e "Warning" -e "_pytree" | tee "$out/gpu_check.txt"
