@@ -1,12 +1,16 @@
 """Real Lightning fits on real data, through the library and through the real CLI."""
 
+import copy
 import time
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, last_line, parse_metrics
 from text_recognizer.config import resolve_config
 from text_recognizer.data.fashion_mnist import DEBIAN_DIR
+from text_recognizer.lit_models import BaseLitModel
+from text_recognizer.models import MLP
 from text_recognizer.training import train
 
 pytestmark = pytest.mark.slow
@@ -19,6 +23,32 @@ def test_same_seed_same_run():
     assert first["val_loss"] == second["val_loss"]
     other = train({**config, "seed": 4}, quiet=True)
     assert other["val_loss"] != first["val_loss"]
+
+
+def test_optimizer_is_fused_where_torch_has_it_and_steps_as_the_default_does():
+    torch.manual_seed(0)
+    model = MLP({"input_dims": (1, 28, 28), "output_dims": (10,)}, fc1=32, fc2=16, dropout=0.0)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+
+    def losses(lit: BaseLitModel, optimizer: torch.optim.Optimizer) -> list[float]:
+        values = []
+        for _ in range(5):
+            loss = lit.loss_fn(lit(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            values.append(loss.item())
+        return values
+
+    ours, default = (BaseLitModel(copy.deepcopy(model), num_classes=10) for _ in range(2))  # Adam
+    fused = ours.configure_optimizers()
+    assert fused.defaults["fused"] is True
+    assert losses(ours, fused) == pytest.approx(losses(default, torch.optim.Adam(default.parameters())), rel=1e-5)
+    rmsprop = BaseLitModel(copy.deepcopy(model), num_classes=10, optimizer="RMSprop")  # torch has no fused one
+    optimizer = rmsprop.configure_optimizers()
+    assert not optimizer.defaults.get("fused")
+    values = losses(rmsprop, optimizer)
+    assert values[-1] < values[0]
 
 
 def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli):
