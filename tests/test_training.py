@@ -1,6 +1,10 @@
 """Real Lightning fits on real data, through the library and through the real CLI."""
 
 import copy
+import ctypes
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +16,7 @@ from text_recognizer.data.fashion_mnist import DEBIAN_DIR
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MLP
 from text_recognizer.training import train
+from text_recognizer.util import skip_nvml_probe_without_driver
 
 pytestmark = pytest.mark.slow
 RUN_EXPERIMENT = str(ROOT / "training" / "run_experiment.py")
@@ -49,6 +54,46 @@ def test_optimizer_is_fused_where_torch_has_it_and_steps_as_the_default_does():
     assert not optimizer.defaults.get("fused")
     values = losses(rmsprop, optimizer)
     assert values[-1] < values[0]
+
+
+def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
+    script = """
+import resource, sys, torch
+from text_recognizer.models import MLP
+from text_recognizer.util import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+model = MLP({"input_dims": (1, 28, 28), "output_dims": (10,)}, fc1=1024, fc2=128)
+optimizer = torch.optim.Adam(model.parameters(), fused=True)
+x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+for step in range(55):
+    if step == 5:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
+"""
+    faults = {}
+    for mode in ("default", "keep"):
+        run = subprocess.run([sys.executable, "-c", script, mode], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        faults[mode] = float(run.stdout)
+    # Measured here: ~270 page faults a step with glibc's defaults, ~30 with freed memory kept.
+    assert faults["keep"] < faults["default"] / 3, faults
+
+
+def test_nvml_probe_is_dropped_only_where_nvidia_driver_is_missing(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning sets it
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        driver = True
+    except OSError:
+        driver = False
+    skip_nvml_probe_without_driver()
+    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is driver
+    assert torch.cuda.is_available() is (torch.cuda.device_count() > 0)
 
 
 def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli):
