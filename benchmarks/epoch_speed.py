@@ -59,6 +59,7 @@ class SeedLitModel(BaseLitModel):
 
     def __init__(self, model, num_classes: int):
         super().__init__(model, num_classes=num_classes)
+        self.automatic_optimization = True  # one batch per Lightning step, as the seed's
         self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
 
     def training_step(self, batch, batch_idx):

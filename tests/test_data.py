@@ -48,6 +48,15 @@ def test_tensor_loader_slices_every_image_once_per_epoch():
     assert all(torch.equal(bx[:, 0].long(), by) for bx, by in batches)  # images stay with their labels
 
 
+def test_tensor_loader_groups_batches_in_order_and_keeps_the_last_partial_group():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    y = np.arange(10)
+    loader = TensorLoader(x, y, batch_size=2, shuffle=False, group=4)
+    groups = list(loader)
+    assert len(loader) == len(groups) == 2 and [len(group) for group in groups] == [4, 1]
+    assert [by.tolist() for group in groups for _, by in group] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
 def test_config_gives_dims_and_mapping():
     for data_class in DATA_CLASSES.values():
         config = data_class().config()

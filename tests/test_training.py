@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from tests.conftest import ROOT, last_line, parse_metrics
@@ -54,6 +55,27 @@ def test_optimizer_is_fused_where_torch_has_it_and_steps_as_the_default_does():
     assert not optimizer.defaults.get("fused")
     values = losses(rmsprop, optimizer)
     assert values[-1] < values[0]
+
+
+def test_one_optimizer_and_scheduler_step_per_batch_and_train_loss_is_their_mean():
+    class Steps(pl.Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_before_backward(self, trainer, pl_module, loss):
+            self.losses.append(loss.item())
+
+        def on_train_end(self, trainer, pl_module):
+            self.global_step, self.scheduler_steps = trainer.global_step, pl_module.lr_schedulers().last_epoch
+            self.logged = trainer.callback_metrics["train_loss"].item()
+
+    # 10 batches become 2 Lightning steps of 8 batches each: 16 optimizer steps.
+    config = {"data_class": "MNISTSample", "max_epochs": 1, "fc1": 16, "batch_size": 32, "limit_train_batches": 10}
+    config = resolve_config({**config, "one_cycle_max_lr": 0.01, "one_cycle_total_steps": 16}, "test")
+    steps = Steps()
+    train(config, callbacks=[steps], quiet=True)
+    assert len(steps.losses) == steps.global_step == steps.scheduler_steps == 16
+    assert steps.logged == pytest.approx(sum(steps.losses) / 16, rel=1e-5)
 
 
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():

@@ -48,6 +48,7 @@ HELP = {
     "gpus": "train on N GPUs (same as --accelerator=gpu --devices=N); an error where there are none",
     "seed": "seeds torch, numpy and the batch order: same seed, same run",
     "output_dir": "where checkpoints and TensorBoard logs go",
+    "limit_train_batches": "training batches per epoch: a fraction, or a number (rounded up to a multiple of 8)",
 }
 
 

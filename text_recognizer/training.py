@@ -7,6 +7,7 @@ the data hand-off and the outputs differ.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from text_recognizer.config import TrainerConfig, group_kwargs
 from text_recognizer.data import DATA_CLASSES, Splits
+from text_recognizer.data.base_data_module import BATCHES_PER_STEP
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MODELS
 from text_recognizer.util import UserError, keep_freed_memory, skip_nvml_probe_without_driver
@@ -35,6 +37,14 @@ def choose_device(trainer_config: TrainerConfig) -> tuple[str, int | str]:
                 "(torch.cuda.device_count()); drop --gpus or pass --accelerator=cpu"
             )
     return accelerator, devices
+
+
+def train_steps(limit_train_batches: int | float) -> int | float:
+    """Lightning counts training steps, each a list of BATCHES_PER_STEP batches: a whole number of
+    batches becomes the steps that hold them (rounded up); a fraction is a fraction of either."""
+    if isinstance(limit_train_batches, int):
+        return math.ceil(limit_train_batches / BATCHES_PER_STEP)
+    return limit_train_batches
 
 
 def train(
@@ -83,7 +93,7 @@ def train(
         precision=trainer_config.precision,
         max_epochs=trainer_config.max_epochs,
         fast_dev_run=trainer_config.fast_dev_run,
-        limit_train_batches=trainer_config.limit_train_batches,
+        limit_train_batches=train_steps(trainer_config.limit_train_batches),
         limit_val_batches=trainer_config.limit_val_batches,
         callbacks=callbacks,
         logger=logger,

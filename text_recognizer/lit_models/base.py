@@ -19,7 +19,12 @@ def optimizer_names() -> list[str]:
 
 
 class BaseLitModel(pl.LightningModule):
-    """Keyword arguments after `model` are the lit-model group's flags."""
+    """Keyword arguments after `model` are the lit-model group's flags.
+
+    Training batches come in lists (see BATCHES_PER_STEP in the data modules) and the model makes one
+    optimizer step per batch itself, with Lightning's manual optimization: backward and step still go
+    through Lightning, so precision plugins and step counts work as in automatic optimization.
+    """
 
     # Checked when a config or a search space is read, rather than when a trial first calls them.
     FLAG_CHOICES = {"optimizer": optimizer_names(), "loss": ["cross_entropy", "multi_margin_loss", "nll_loss"]}
@@ -35,6 +40,7 @@ class BaseLitModel(pl.LightningModule):
         one_cycle_total_steps: int = 100,
     ):
         super().__init__()
+        self.automatic_optimization = False
         self.model = model
         self.optimizer_class = getattr(torch.optim, optimizer)
         self.lr = lr
@@ -68,13 +74,17 @@ class BaseLitModel(pl.LightningModule):
     def on_train_epoch_start(self):
         self.train_loss_sum, self.train_steps = torch.zeros((), device=self.device), 0
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch  # (B, 1, 28, 28), (B,)
-        logits = self.model(x)  # (B, num_classes)
-        loss = self.loss_fn(logits, y)
-        self.train_loss_sum += loss.detach()
-        self.train_steps += 1
-        return loss
+    def training_step(self, batches, batch_idx):
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        for x, y in batches:  # (B, 1, 28, 28), (B,)
+            loss = self.loss_fn(self.model(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            self.train_loss_sum += loss.detach()
+            self.train_steps += 1
 
     def on_train_epoch_end(self):
         self.log("train_loss", self.train_loss_sum / max(1, self.train_steps))
