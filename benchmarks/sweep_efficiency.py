@@ -178,7 +178,7 @@ def dataset_bytes(data_class: str) -> int:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpus-per-trial", type=float, default=0)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (2: about 5-10 s of training)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (3: about 5-10 s of training here)")
     parser.add_argument(
         "--trials",
         type=int,

@@ -35,7 +35,7 @@ def keep_freed_memory() -> None:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     mallopt(m_mmap_threshold, 32 << 20)  # below 32 MiB from the heap, not mmap: glibc's upper limit
-    mallopt(m_trim_threshold, 256 << 20)  # return the heap's free top to the OS only beyond 256 MiB
+    mallopt(m_trim_threshold, 64 << 20)  # return the heap's free top to the OS only beyond 64 MiB
 
 
 def skip_nvml_probe_without_driver() -> None:
