@@ -3,8 +3,6 @@
 import copy
 import ctypes
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -77,34 +75,6 @@ def test_one_optimizer_and_scheduler_step_per_batch_and_train_loss_is_their_mean
     train(config, callbacks=[steps], quiet=True)
     assert len(steps.losses) == steps.global_step == steps.scheduler_steps == 16
     assert steps.logged == pytest.approx(sum(steps.losses) / 16, rel=1e-5)
-
-
-def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
-    script = """
-import resource, sys, torch
-from text_recognizer.models import MLP
-from text_recognizer.util import keep_freed_memory
-if sys.argv[1] == "keep":
-    keep_freed_memory()
-model = MLP({"input_dims": (1, 28, 28), "output_dims": (10,)}, fc1=1024, fc2=128)
-optimizer = torch.optim.Adam(model.parameters(), fused=True)
-x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
-for step in range(55):
-    if step == 5:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
-"""
-    faults = {}
-    for mode in ("default", "keep"):
-        run = subprocess.run([sys.executable, "-c", script, mode], cwd=ROOT, capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-        faults[mode] = float(run.stdout)
-    # Measured here: ~190-290 page faults a step with glibc's defaults, 3-30 with freed memory kept.
-    assert faults["keep"] < faults["default"] / 3, faults
 
 
 def test_mlp_dropout_drops_p_of_the_inputs_and_scales_the_rest_as_torchs_does():

@@ -19,7 +19,7 @@ from text_recognizer.data import DATA_CLASSES, Splits
 from text_recognizer.data.base_data_module import BATCHES_PER_STEP
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MODELS
-from text_recognizer.util import UserError, keep_freed_memory, skip_nvml_probe_without_driver
+from text_recognizer.util import UserError, skip_nvml_probe_without_driver
 
 
 def choose_device(trainer_config: TrainerConfig) -> tuple[str, int | str]:
@@ -66,7 +66,6 @@ def train(
     trainer_config = TrainerConfig(**groups["trainer"])
     accelerator, devices = choose_device(trainer_config)
     pl.seed_everything(trainer_config.seed, verbose=False)
-    keep_freed_memory()
     skip_nvml_probe_without_driver()
     data = DATA_CLASSES[config["data_class"]](**groups["data"])
     if splits is not None:

@@ -22,22 +22,6 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep the memory that freed tensors give back, for the next step to reuse.
-
-    Each training step frees and allocates again the same gradients and activations, megabytes each.
-    With glibc's default thresholds part of that memory goes back to the OS and the next step faults
-    it in again, zeroed page by page: ~100,000 page faults an epoch of the fc1=1024 MLP on a CPU, 5-10%
-    of its time. Process-wide, idempotent; a no-op where the C library has no mallopt (macOS).
-    """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is None:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 32 << 20)  # below 32 MiB from the heap, not mmap: glibc's upper limit
-    mallopt(m_trim_threshold, 64 << 20)  # return the heap's free top to the OS only beyond 64 MiB
-
-
 def skip_nvml_probe_without_driver() -> None:
     """Stop torch from trying to load NVIDIA's NVML library on every optimizer step where there is none.
 
