@@ -100,6 +100,8 @@ def train(
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0 if output_dir is None else 2,
+        # Metrics are logged once per epoch; Lightning warns when an epoch has fewer steps than this.
+        log_every_n_steps=1,
     )
     with warnings.catch_warnings():
         # Lightning 2.6 calls a torch API that torch 2.14 deprecates; nothing a user can act on.
