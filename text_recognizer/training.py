@@ -39,7 +39,7 @@ def choose_device(trainer_config: TrainerConfig) -> tuple[str, int | str]:
     return accelerator, devices
 
 
-def train_steps(limit_train_batches: int | float) -> int | float:
+def limit_train_steps(limit_train_batches: int | float) -> int | float:
     """Lightning counts training steps, each a list of BATCHES_PER_STEP batches: a whole number of
     batches becomes the steps that hold them (rounded up); a fraction is a fraction of either."""
     if isinstance(limit_train_batches, int):
@@ -92,7 +92,7 @@ def train(
         precision=trainer_config.precision,
         max_epochs=trainer_config.max_epochs,
         fast_dev_run=trainer_config.fast_dev_run,
-        limit_train_batches=train_steps(trainer_config.limit_train_batches),
+        limit_train_batches=limit_train_steps(trainer_config.limit_train_batches),
         limit_val_batches=trainer_config.limit_val_batches,
         callbacks=callbacks,
         logger=logger,
