@@ -51,7 +51,7 @@ def resolve_data_dir(data_dir: str | None) -> Path:
 
 # Training batches reach Lightning in lists of this many; the lit model makes one optimizer step per batch.
 # Lightning's machinery around each of its steps (~1,900 Python calls, ~0.3 ms) then runs once per 8
-# batches: on a CPU it cost ~10% of an MLP epoch, and on a GPU it is longer than the MLP's step itself.
+# batches: on a CPU it cost ~10% of an MLP epoch (on a GPU, where the step is shorter, likely more).
 BATCHES_PER_STEP = 8
 
 
