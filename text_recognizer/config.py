@@ -10,7 +10,7 @@ import difflib
 import inspect
 import types
 from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin
+from typing import Any, ClassVar, Union, get_args, get_origin
 
 from text_recognizer.data import DATA_CLASSES
 from text_recognizer.lit_models import BaseLitModel
@@ -22,6 +22,7 @@ from text_recognizer.util import UserError
 class TrainerConfig:
     """The trainer group's flags."""
 
+    FLAG_BOUNDS: ClassVar[dict] = {"max_epochs": (1, None)}
     max_epochs: int = 5
     gpus: int | None = None
     accelerator: str = "auto"
@@ -59,6 +60,7 @@ class Flag:
     default: Any
     group: str
     choices: tuple = ()  # the allowed values, where a class names them (FLAG_CHOICES)
+    bounds: tuple = (None, None)  # the lowest and highest allowed value, where a class names them (FLAG_BOUNDS)
 
     @property
     def options(self) -> tuple:
@@ -88,7 +90,19 @@ class Flag:
         value = self.check_type(value)
         if self.choices and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if value is not None and not isinstance(value, bool):
+            self.check_bounds(value)
         return value
+
+    @property
+    def bounds_text(self) -> str:
+        low, high = self.bounds
+        return f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+
+    def check_bounds(self, value: float) -> None:
+        low, high = self.bounds
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"expected {self.bounds_text}, got {value!r}")
 
     def check_type(self, value: Any) -> Any:
         options = self.options
@@ -114,11 +128,14 @@ class Flag:
 
 def signature_flags(target, group: str) -> dict[str, Flag]:
     """The keyword arguments of `target` that have defaults are its flags; `target.FLAG_CHOICES` may name
-    the values a flag allows."""
+    the values a flag allows, `target.FLAG_BOUNDS` its lowest and highest value (None: no bound)."""
     params = inspect.signature(target, eval_str=True).parameters.values()
     choices = getattr(target, "FLAG_CHOICES", {})
+    bounds = getattr(target, "FLAG_BOUNDS", {})
     return {
-        p.name: Flag(p.name, p.annotation, p.default, group, tuple(choices.get(p.name, ())))
+        p.name: Flag(
+            p.name, p.annotation, p.default, group, tuple(choices.get(p.name, ())), bounds.get(p.name, (None, None))
+        )
         for p in params
         if p.default is not inspect.Parameter.empty
     }

@@ -119,6 +119,7 @@ class BaseDataModule(pl.LightningDataModule):
     input_dims = (1, 28, 28)
     mean = 0.0
     std = 1.0
+    FLAG_BOUNDS = {"batch_size": (1, None), "num_workers": (0, None)}
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, data_dir: str | None = None):
         super().__init__()

@@ -28,6 +28,7 @@ class BaseLitModel(pl.LightningModule):
 
     # Checked when a config or a search space is read, rather than when a trial first calls them.
     FLAG_CHOICES = {"optimizer": optimizer_names(), "loss": ["cross_entropy", "multi_margin_loss", "nll_loss"]}
+    FLAG_BOUNDS = {"lr": (0, None), "one_cycle_max_lr": (0, None), "one_cycle_total_steps": (1, None)}
 
     def __init__(
         self,

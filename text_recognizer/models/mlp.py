@@ -26,6 +26,9 @@ class Dropout(nn.Dropout):
 class MLP(nn.Module):
     """fc1 -> ReLU -> dropout -> fc2 -> ReLU -> dropout -> out. Keyword arguments are the model's flags."""
 
+    # Checked when a config is read, and for each trial's sampled values (a normal draw can fall anywhere).
+    FLAG_BOUNDS = {"fc1": (1, None), "fc2": (1, None), "dropout": (0, 1)}
+
     def __init__(self, data_config: dict, fc1: int = 1024, fc2: int = 128, dropout: float = 0.5):
         super().__init__()
         input_dim = math.prod(data_config["input_dims"])
