@@ -88,6 +88,11 @@ def print_summary(spec, result) -> None:
     if best is None:
         print(f"no trial reported {spec.metric}: nothing to choose from (see the errors above)", file=sys.stderr)
         return
+    if spec.target is not None and spec.reached_target(best[spec.metric]):
+        print(
+            f"target {spec.target_text} reached by trial {best['trial_id']}: the searcher started no trial "
+            f"after that ({len(rows)} of {spec.num_samples} trials ran)"
+        )
     params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in spec.params)
     print(f"best trial {best['trial_id']}: {params}")
     print(f"  {spec.metric}={best[spec.metric]:.4f} at epoch {best['best_epoch']}, {best['epochs']} epochs run")

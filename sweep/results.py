@@ -42,11 +42,10 @@ class ResultsWriter(tune.Callback):
 
     def row(self, trial) -> dict:
         if trial.trial_id not in self.rows:
-            params = self.spec.trial_config(trial.config)
             self.rows[trial.trial_id] = {
                 "trial_id": trial.trial_id,
                 "status": "running",
-                **{k: params[k] for k in self.spec.params},
+                **self.spec.trial_values(trial.config),
                 "val_acc": None,
                 "val_loss": None,
                 "best_epoch": None,

@@ -48,6 +48,7 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
         "name": spec.name,
         "metric": spec.metric,
         "mode": spec.mode,
+        "target": spec.target,
         "method": spec.method,
         "num_samples": spec.num_samples,
         "seed": spec.seed,
@@ -58,7 +59,11 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
         "cpus_per_trial": spec.cpus_per_trial,
         "base_config": spec.base_config,
         "params": {
-            name: {"distribution": json.loads(distribution_to_json(p.distribution)), "q": p.q, "as_int": p.as_int}
+            name: {
+                "source": p.source,
+                "optuna": json.loads(distribution_to_json(p.distribution)),
+                **({"sampled": "quantile"} if p.from_quantile else {}),
+            }
             for name, p in spec.params.items()
         },
     }
@@ -109,10 +114,11 @@ def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: 
     if spec.asha:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
     writer = ResultsWriter(spec, experiment_dir)
+    target = f" until {spec.target_text}" if spec.target is not None else ""
     print(
         f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "
-        f"{spec.method} search, early stopping {'ASHA' if spec.asha else 'off'}; "
-        f"experiment directory {experiment_dir}",
+        f"{spec.method} search {spec.goal[:-1]}ing {spec.metric}{target}, "
+        f"early stopping {'ASHA' if spec.asha else 'off'}; experiment directory {experiment_dir}",
         flush=True,
     )
     tuner = tune.Tuner(

@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweep.space import SweepSpec
@@ -14,21 +15,34 @@ from sweep.space import SweepSpec
 OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and reports
 
 
-class PruningOptunaSearch(OptunaSearch):
-    """Tells Optuna that a trial ASHA stopped was PRUNED, as Optuna's own pruners do.
+class SweepSearch(OptunaSearch):
+    """Ray's OptunaSearch, with two changes.
 
-    Ray's OptunaSearch tells it COMPLETE with the value of its last epoch, so TPE ranks a trial stopped
-    after one epoch as if it had trained fully. Pruned, it keeps its per-epoch values (reported by
-    `on_trial_result`) and TPE ranks it below the trials that finished.
+    Stopped trials are PRUNED (`stopped_as_pruned`), as Optuna's own pruners do: Ray's OptunaSearch tells
+    Optuna COMPLETE with the value of its last epoch, so TPE ranks a trial stopped after one epoch as if it
+    had trained fully. Pruned, it keeps its per-epoch values (reported by `on_trial_result`) and TPE ranks
+    it below the trials that finished.
+
+    W&B's metric.target: once a trial reports a value that reaches it, `suggest` answers FINISHED, so Tune
+    starts no new trial and lets the running ones finish, as W&B does. (Tune's stoppers either stop one
+    trial or all of them, running ones too.)
     """
 
-    def __init__(self, *args, max_epochs: int, **kwargs):
+    def __init__(self, *args, spec: SweepSpec, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_epochs = max_epochs
+        self.spec = spec
+        self.target_reached = False
+
+    def suggest(self, trial_id: str):
+        return Searcher.FINISHED if self.target_reached else super().suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        super().on_trial_result(trial_id, result)
+        self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        stopped_early = not error and result is not None and result["training_iteration"] < self.max_epochs
-        if not stopped_early:
+        stopped_early = not error and result is not None and result["training_iteration"] < self.spec.max_epochs
+        if not (stopped_early and self.spec.stopped_trials == "pruned"):
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Tune hands the result that made ASHA stop the trial only to this method: record it as the trial's
         # last intermediate value, then end the trial with neither result nor error, which OptunaSearch
@@ -37,7 +51,7 @@ class PruningOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=None, error=False)
 
 
-def make_searcher(spec: SweepSpec, experiment_dir: Path) -> OptunaSearch:
+def make_searcher(spec: SweepSpec, experiment_dir: Path) -> SweepSearch:
     if spec.method == "grid":
         grid = {name: param.distribution.choices for name, param in spec.params.items()}
         sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
@@ -57,6 +71,4 @@ def make_searcher(spec: SweepSpec, experiment_dir: Path) -> OptunaSearch:
         study_name=spec.name,
         storage=JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))),
     )
-    if spec.stopped_trials == "pruned":
-        return PruningOptunaSearch(**kwargs, max_epochs=spec.max_epochs)
-    return OptunaSearch(**kwargs)
+    return SweepSearch(**kwargs, spec=spec)

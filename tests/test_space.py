@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import optuna
 import optuna.distributions as od
 import pytest
+from optuna.storages.journal import JournalFileBackend
 
-from sweep.searcher import make_searcher
+from sweep.searcher import OPTUNA_JOURNAL, make_searcher
 from sweep.space import load_spec
 from tests.conftest import ROOT
 from text_recognizer.util import UserError
@@ -26,7 +28,7 @@ def test_wandb_file_keeps_its_meaning():
     assert spec.base_config["data_class"] == "MNISTSample" and spec.max_epochs == 4  # `value:` parameters
     assert isinstance(spec.params["fc1"].distribution, od.IntDistribution)
     assert spec.params["lr"].distribution.log
-    assert spec.params["batch_size"].to_flag_value(100.0) == 128  # q_log_uniform_values, q=64, int flag
+    assert spec.params["batch_size"].value(100.0) == 128  # q_log_uniform_values, q=64, int flag
     assert any("ignoring W&B key 'program'" in warning for warning in spec.warnings)
 
 
@@ -41,10 +43,14 @@ def write(tmp_path: Path, text: str) -> str:
     [
         ("parameters: {fc1: {values: [1.5]}}", "key 'parameters.fc1.values': --fc1 takes int"),
         ("parameters: {fc3: {values: [1]}}", "key 'parameters.fc3': not a flag of training/run_experiment.py"),
-        ("parameters: {lr: {distribution: normal, min: 0, max: 1}}", "key 'parameters.lr.distribution'"),
+        ("parameters: {lr: {distribution: normal, min: 0, max: 1}}", "key 'parameters.lr.min': distribution normal"),
+        ("parameters: {lr: {distribution: gamma, min: 0, max: 1}}", "key 'parameters.lr.distribution': unknown"),
         ("parameters: {lr: {distribution: uniform, min: 1, max: 0}}", "min (1.0) must be below max (0.0)"),
-        ("parameters: {fc1: {distribution: uniform, min: 1, max: 9}}", "use values or int_uniform"),
-        ("method: grid\nparameters: {lr: {distribution: uniform, min: 0, max: 1}}", "needs a list of values"),
+        ("parameters: {fc1: {distribution: uniform, min: 1, max: 9}}", "--fc1 takes int: use int_uniform or q_uniform"),
+        (
+            "method: grid\nparameters: {lr: {distribution: uniform, min: 0, max: 1}}",
+            "method 'grid' enumerates values; uniform has none",
+        ),
         ("method: hyper\nparameters: {fc1: {values: [1]}}", "key 'method': unknown method 'hyper'"),
         ("metric: {name: acc}\nparameters: {fc1: {values: [1]}}", "key 'metric.name': trials report"),
         ("serach: {}\nparameters: {fc1: {values: [1]}}", "key 'serach': unknown key 'serach' (did you mean 'search'?)"),
@@ -69,18 +75,21 @@ def test_bad_yaml_syntax_is_one_line(tmp_path):
 
 
 def test_stopped_trials_setting_picks_the_searcher(tmp_path):
-    from ray.tune.search.optuna import OptunaSearch
-
-    from sweep.searcher import PruningOptunaSearch
-
     completed = load_spec(write(tmp_path, "search: {stopped_trials: completed}\nparameters: {fc1: {values: [8]}}"))
     assert completed.stopped_trials == "completed"
     default = load_spec(str(ROOT / "search_spaces" / "quickstart.yaml"))
     assert default.stopped_trials == "pruned"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    assert type(make_searcher(completed, tmp_path / "a")) is OptunaSearch
-    assert isinstance(make_searcher(default, tmp_path / "b"), PruningOptunaSearch)
+    stopped_result = {"training_iteration": 1, "val_acc": 0.5, "val_loss": 1.0}
+    states = []
+    for spec, directory in ((completed, tmp_path / "a"), (default, tmp_path / "b")):
+        searcher = make_searcher(spec, directory)
+        searcher.suggest("trial_0")
+        searcher.on_trial_complete("trial_0", result=stopped_result)  # ASHA stopped it after one epoch
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(directory / OPTUNA_JOURNAL)))
+        states.append(optuna.load_study(study_name=spec.name, storage=storage).trials[0].state.name)
+    assert states == ["COMPLETE", "PRUNED"]
 
 
 def test_same_seed_gives_same_first_optuna_suggestions(tmp_path):

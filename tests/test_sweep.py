@@ -253,3 +253,31 @@ def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
     assert message.startswith("ValueError: Precision '64-bits' is invalid")
     assert Path(traceback_file.rstrip(")")).exists()
     assert "1 failed" in run.stdout and "FAILED trial" in run.stdout
+
+
+def test_wandb_meanings_hold_in_a_real_sweep(tmp_path):
+    """val_loss without a goal is minimized, no early_terminate stops nothing, metric.target ends the sweep."""
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "wandb_semantics.yaml", tmp_path, "semantics")
+    assert "random search minimizing val_loss until val_loss <= 0.6, early stopping off" in run.stdout
+    assert all(row["status"] == "completed" and int(row["epochs"]) == 3 for row in rows)
+    hopeless = [row for row in rows if float(row["lr"]) < 1e-6]
+    assert hopeless and all(float(row["val_loss"]) > 2 for row in hopeless)  # ASHA would have stopped these
+    best = min(rows, key=lambda row: float(row["val_loss"]))
+    assert float(best["val_loss"]) <= 0.6
+    config = load_yaml_mapping(tmp_path / "semantics" / "best_config.yaml")
+    assert config["lr"] == float(best["lr"]) == 0.003
+    assert f"best trial {best['trial_id']}" in run.stdout
+    assert len(rows) < 12, "the target did not end the sweep"  # run_cap 12
+    assert f"target val_loss <= 0.6 reached by trial {best['trial_id']}" in run.stdout
+
+
+def test_a_normal_draw_outside_the_flag_fails_only_its_trial(tmp_path):
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "normal_out_of_range.yaml", tmp_path, "normal")
+    assert [row["status"] for row in rows] == ["completed", "error"]
+    assert float(rows[0]["dropout"]) == pytest.approx(0.937, abs=1e-3) and float(rows[0]["val_acc"]) > 0.1
+    assert float(rows[1]["dropout"]) == pytest.approx(1.070, abs=1e-3)
+    assert (
+        rows[1]["error"].startswith("ValueError: parameters.dropout: 1.07")
+        and "drawn from normal(mu=0.9, sigma=0.3), is not a value of --dropout: expected between 0 and 1"
+        in rows[1]["error"]
+    )

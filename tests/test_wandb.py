@@ -1,0 +1,370 @@
+"""W&B sweep files as people write them: each documented key and distribution, with W&B's meaning.
+
+Each distribution is parsed, then sampled 1,000 times by a seeded Optuna random sampler (what `method:
+random` runs), and the values are checked for range, type and scale.
+"""
+
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep.space import load_spec
+from text_recognizer.util import UserError
+
+RUN = "run: {data_class: MNISTSample, max_epochs: 10}\n"
+
+
+def spec_of(tmp_path: Path, text: str, run: str = RUN):
+    path = tmp_path / "space.yaml"
+    path.write_text(run + text)
+    return load_spec(str(path))
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(RUN + text)
+    with pytest.raises(UserError) as error:
+        load_spec(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: key '") and "\n" not in message
+    return message
+
+
+def draws(tmp_path: Path, flag: str, definition: str, n: int = 1000) -> list:
+    """n values of one parameter, as a seeded random sweep would give its trials."""
+    param = spec_of(tmp_path, f"method: random\nparameters: {{{flag}: {definition}}}").params[flag]
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    return [param.value(study.ask({flag: param.distribution}).params[flag]) for _ in range(n)]
+
+
+def log10_median(values) -> float:
+    return statistics.median(math.log10(v) for v in values)
+
+
+@pytest.mark.parametrize(
+    "flag, definition, kind, check",
+    [
+        ("fc1", "{distribution: int_uniform, min: 16, max: 64}", int, lambda v: set(v) == set(range(16, 65))),
+        ("fc1", "{min: 16, max: 64}", int, lambda v: set(v) == set(range(16, 65))),  # ints: int_uniform
+        (
+            "dropout",
+            "{min: 0.1, max: 0.5}",
+            float,
+            lambda v: 0.1 <= min(v) and max(v) <= 0.5 and 0.28 < statistics.mean(v) < 0.32,
+        ),
+        (
+            "dropout",
+            "{distribution: uniform, min: 0, max: 0.5}",
+            float,
+            lambda v: max(v) <= 0.5 and 0.23 < statistics.mean(v) < 0.27,
+        ),
+        (
+            "dropout",
+            "{distribution: q_uniform, min: 0, max: 0.5, q: 0.1}",
+            float,
+            lambda v: set(v) == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5},
+        ),
+        ("fc1", "{distribution: q_uniform, min: 16, max: 64, q: 16}", int, lambda v: set(v) == {16, 32, 48, 64}),
+        # log_uniform: min and max are natural logs of the bounds: lr in [1e-4, 1e-2], log-uniform.
+        (
+            "lr",
+            "{distribution: log_uniform, min: -9.2103, max: -4.6052}",
+            float,
+            lambda v: 9.99e-5 < min(v) and max(v) < 1.001e-2 and abs(log10_median(v) + 3) < 0.1,
+        ),
+        (
+            "lr",
+            "{distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}",
+            float,
+            lambda v: 1e-4 <= min(v) and max(v) <= 1e-2 and abs(log10_median(v) + 3) < 0.1,
+        ),
+        (
+            "fc1",
+            "{distribution: q_log_uniform, min: 2.7726, max: 6.9315, q: 16}",
+            int,
+            lambda v: (
+                all(x % 16 == 0 for x in v) and 16 <= min(v) and max(v) <= 1024 and 100 < statistics.median(v) < 160
+            ),
+        ),
+        (
+            "batch_size",
+            "{distribution: q_log_uniform_values, min: 32, max: 512, q: 32}",
+            int,
+            lambda v: (
+                all(x % 32 == 0 for x in v) and 32 <= min(v) and max(v) <= 512 and 96 <= statistics.median(v) <= 160
+            ),
+        ),
+        # inv_log_uniform: log(1/X) uniform in [min, max] = [ln 100, ln 10000]: X log-uniform in [1e-4, 1e-2].
+        (
+            "lr",
+            "{distribution: inv_log_uniform, min: 4.6052, max: 9.2103}",
+            float,
+            lambda v: 9.99e-5 < min(v) and max(v) < 1.001e-2 and abs(log10_median(v) + 3) < 0.1,
+        ),
+        (
+            "lr",
+            "{distribution: inv_log_uniform_values, min: 1.0e-4, max: 1.0e-2}",
+            float,
+            lambda v: 1e-4 <= min(v) and max(v) <= 1e-2 and abs(log10_median(v) + 3) < 0.1,
+        ),
+        (
+            "dropout",
+            "{distribution: normal, mu: 0.3, sigma: 0.05}",
+            float,
+            lambda v: abs(statistics.mean(v) - 0.3) < 0.01 and abs(statistics.stdev(v) - 0.05) < 0.005,
+        ),
+        (
+            "fc1",
+            "{distribution: q_normal, mu: 128, sigma: 16, q: 8}",
+            int,
+            lambda v: (
+                all(x % 8 == 0 for x in v) and abs(statistics.mean(v) - 128) < 3 and 12 < statistics.stdev(v) < 20
+            ),
+        ),
+        (
+            "lr",
+            "{distribution: log_normal, mu: -6.9078, sigma: 0.5}",
+            float,
+            lambda v: (
+                min(v) > 0
+                and abs(statistics.mean(math.log(x) for x in v) + 6.9078) < 0.05
+                and abs(statistics.stdev(math.log(x) for x in v) - 0.5) < 0.05
+            ),
+        ),
+        (
+            "batch_size",
+            "{distribution: q_log_normal, mu: 4.852, sigma: 0.3, q: 16}",
+            int,
+            lambda v: all(x % 16 == 0 for x in v) and 112 <= statistics.median(v) <= 144,
+        ),
+        (
+            "optimizer",
+            "{values: [Adam, SGD, AdamW], probabilities: [0.6, 0.3, 0.1]}",
+            str,
+            lambda v: all(
+                abs(Counter(v)[k] / len(v) - p) < 0.04 for k, p in (("Adam", 0.6), ("SGD", 0.3), ("AdamW", 0.1))
+            ),
+        ),
+        (
+            "optimizer",
+            "{distribution: categorical, values: [Adam, SGD]}",
+            str,
+            lambda v: set(v) == {"Adam", "SGD"} and 0.45 < Counter(v)["Adam"] / len(v) < 0.55,
+        ),
+    ],
+)
+def test_every_distribution_samples_in_range_with_the_right_type_and_scale(tmp_path, flag, definition, kind, check):
+    values = draws(tmp_path, flag, definition)
+    assert all(type(v) is kind for v in values), Counter(type(v) for v in values)
+    assert check(values), (definition, sorted(values)[:: len(values) // 10])
+
+
+def test_tpe_models_what_optuna_has_and_samples_quantiles_of_the_rest(tmp_path):
+    spec = spec_of(
+        tmp_path,
+        "parameters:\n"
+        "  lr: {distribution: inv_log_uniform_values, min: 1.0e-4, max: 1.0e-2}\n"
+        "  fc1: {distribution: int_uniform, min: 16, max: 64}\n"
+        "  dropout: {distribution: normal, mu: 0.3, sigma: 0.05}\n"
+        "  optimizer: {values: [Adam, SGD], probabilities: [0.7, 0.3]}\n",
+    )
+    lr, fc1, dropout, optimizer = (spec.params[k] for k in ("lr", "fc1", "dropout", "optimizer"))
+    assert isinstance(lr.distribution, optuna.distributions.FloatDistribution) and lr.distribution.log
+    assert (lr.distribution.low, lr.distribution.high) == (1e-4, 1e-2)
+    assert isinstance(fc1.distribution, optuna.distributions.IntDistribution) and fc1.from_quantile is None
+    # Optuna has no normal and no weighted choice: it samples the quantile, which the parameter maps.
+    assert (dropout.distribution.low, dropout.distribution.high) == (0.0, 1.0) and dropout.from_quantile
+    assert dropout.value(0.5) == pytest.approx(0.3) and dropout.value(0.8413) == pytest.approx(0.35, abs=1e-3)
+    assert [optimizer.value(u) for u in (0.0, 0.69, 0.71, 0.999)] == ["Adam", "Adam", "SGD", "SGD"]
+
+
+def test_constants_and_inferred_values_are_fixed_settings(tmp_path):
+    spec = spec_of(
+        tmp_path,
+        "parameters:\n  fc2: {distribution: constant, value: 48}\n  fc1: {value: 96}\n  lr: {values: [0.01]}\n",
+    )
+    assert (spec.base_config["fc2"], spec.base_config["fc1"]) == (48, 96) and list(spec.params) == ["lr"]
+
+
+def test_grid_enumerates_int_and_q_uniform(tmp_path):
+    spec = spec_of(
+        tmp_path,
+        "method: grid\nparameters:\n  fc1: {distribution: int_uniform, min: 8, max: 10}\n"
+        "  dropout: {distribution: q_uniform, min: 0, max: 0.2, q: 0.1}\n"
+        "  optimizer: {values: [Adam, SGD], probabilities: [0.9, 0.1]}\n",
+    )
+    assert spec.params["fc1"].distribution.choices == (8, 9, 10)
+    assert spec.params["dropout"].distribution.choices == (0.0, 0.1, 0.2)
+    assert spec.params["optimizer"].distribution.choices == ("Adam", "SGD")  # a grid tries every value
+    assert spec.num_samples == 18
+
+
+def test_a_draw_outside_the_flag_fails_that_trial_only(tmp_path):
+    spec = spec_of(tmp_path, "parameters: {dropout: {distribution: normal, mu: 0.9, sigma: 0.2}}")
+    assert spec.trial_config({"dropout": 0.5})["dropout"] == pytest.approx(0.9)
+    assert spec.trial_values({"dropout": 0.9})["dropout"] > 1  # what results.csv records
+    with pytest.raises(ValueError) as error:
+        spec.trial_config({"dropout": 0.9})  # the 90th percentile: 1.156
+    assert str(error.value) == (
+        "parameters.dropout: 1.15631031310892, drawn from normal(mu=0.9, sigma=0.2), "
+        "is not a value of --dropout: expected between 0 and 1, got 1.15631031310892"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "parameters: {lr: {distribution: uniform, min: 0, max: 2, mu: 1}}",
+            "'parameters.lr.mu': distribution uniform takes min and max, not 'mu'",
+        ),
+        (
+            "parameters: {dropout: {distribution: uniform, min: 0, max: 1.5}}",
+            "'parameters.dropout.max': --dropout takes values between 0 and 1, got 1.5",
+        ),
+        (
+            "parameters: {lr: {distribution: uniform, min: -1, max: 1}}",
+            "'parameters.lr.min': --lr takes values at least 0, got -1",
+        ),
+        ("parameters: {fc1: {distribution: int_uniform, min: 8.5, max: 16}}", "int_uniform needs whole numbers"),
+        (
+            "parameters: {fc1: {distribution: normal, mu: 64, sigma: 8}}",
+            "--fc1 takes int: use q_normal (q: 1 rounds to integers)",
+        ),
+        (
+            "parameters: {fc1: {distribution: log_uniform_values, min: 8, max: 64}}",
+            "--fc1 takes int: use q_log_uniform_values",
+        ),
+        (
+            "parameters: {fc1: {distribution: q_uniform, min: 8, max: 64, q: 0.5}}",
+            "'parameters.fc1.q': --fc1 takes int: q must be a whole number",
+        ),
+        ("parameters: {lr: {distribution: normal, sigma: 0}}", "'parameters.lr.sigma': must be above 0"),
+        ("parameters: {optimizer: {values: [Adam, SGD], probabilities: [0.5]}}", "expected a list of 2 numbers"),
+        ("parameters: {optimizer: {values: [Adam, SGD], probabilities: [0.5, 0.6]}}", "must sum to 1, got 1.1"),
+        (
+            "parameters: {optimizer: {values: [Adam, Adamm]}}",
+            "'parameters.optimizer.values': --optimizer takes str: expected one of",
+        ),
+        ("method: grid\nparameters: {lr: {distribution: normal}}", "method 'grid' enumerates values; normal has none"),
+        ("parameters: {lr: {distribution: log_uniform_values, min: 0, max: 1}}", "needs min > 0"),
+        ("parameters: {fc1: {distribution: constant}}", "'parameters.fc1.value': a constant needs 'value'"),
+        (
+            "parameters: {opt: {parameters: {lr: {values: [0.1]}}}}",
+            "'parameters.opt.parameters': nested parameters have no flat flag",
+        ),
+        (
+            "metric: {name: val_acc, target: high}\nparameters: {fc1: {values: [8]}}",
+            "'metric.target': expected a number",
+        ),
+        (
+            "early_terminate: {type: hyperband}\nparameters: {fc1: {values: [8]}}",
+            "give min_iter (the first bracket), or max_iter and s",
+        ),
+        (
+            "early_terminate: {type: hyperband, max_iter: 9}\nparameters: {fc1: {values: [8]}}",
+            "'early_terminate.s': max_iter needs s",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 1, eta: 1}\nparameters: {fc1: {values: [8]}}",
+            "'early_terminate.eta': must be above 1",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\nparameters: {fc1: {values: [8]}}",
+            "'early_terminate.strict': expected true or false",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 1, brackets: 2}\nparameters: {fc1: {values: [8]}}",
+            "unknown key 'brackets'",
+        ),
+        (
+            "early_stopping: {type: asha, grace_period: 11}\nparameters: {fc1: {values: [8]}}",
+            "'early_stopping.grace_period': must be at most max_epochs (10)",
+        ),
+    ],
+)
+def test_what_cannot_mean_anything_here_is_one_line_naming_the_key(tmp_path, text, message):
+    assert message in error_of(tmp_path, text)
+
+
+def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path):
+    loss = spec_of(tmp_path, "metric: {name: val_loss}\nparameters: {fc1: {values: [8]}}")
+    assert (loss.metric, loss.mode, loss.target, loss.warnings) == ("val_loss", "min", None, [])
+    acc = spec_of(tmp_path, "metric: {name: val_acc, target: 0.95}\nparameters: {fc1: {values: [8]}}")
+    assert (acc.mode, acc.target, acc.target_text) == ("max", 0.95, "val_acc >= 0.95")
+    assert len(acc.warnings) == 1 and "W&B would minimize val_acc; this sweep maximizes it" in acc.warnings[0]
+    explicit = spec_of(tmp_path, "metric: {name: val_acc, goal: minimize}\nparameters: {fc1: {values: [8]}}")
+    assert (explicit.mode, explicit.warnings) == ("min", [])
+    assert spec_of(tmp_path, "parameters: {fc1: {values: [8]}}").mode == "max"  # no metric: val_acc, as ours
+
+
+@pytest.mark.parametrize(
+    "early, max_epochs, asha, note",
+    [
+        ("", 10, None, None),  # no early_terminate: no early stopping, as in W&B
+        ("early_stopping: none", 10, None, None),
+        ("early_stopping: {type: asha}", 10, {"grace_period": 1, "reduction_factor": 2.0}, None),
+        (
+            "early_terminate: {type: hyperband, min_iter: 1, strict: true}",
+            10,
+            {"grace_period": 1, "reduction_factor": 3.0},
+            None,
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 2, eta: 2}",
+            10,
+            {"grace_period": 2, "reduction_factor": 2.0},
+            "compares a run's best val_acc so far",
+        ),
+        # W&B's documented example: max_iter 27, s 2, eta 3 gives brackets [9, 3].
+        (
+            "early_terminate: {type: hyperband, max_iter: 27, s: 2, strict: true}",
+            30,
+            {"grace_period": 3, "reduction_factor": 3.0},
+            "W&B would compare runs at epochs [3, 9], ASHA compares them at [3, 9, 27]",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 1, eta: 2.5, strict: true}",
+            10,
+            {"grace_period": 1, "reduction_factor": 2.5},
+            "W&B would compare runs at epochs [1, 2, 6], ASHA compares them at [1, 3, 7]",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 3, s: 2, strict: true}",
+            10,
+            {"grace_period": 3, "reduction_factor": 3.0},
+            "s is used with max_iter only",
+        ),
+        (
+            "early_terminate: {type: hyperband, min_iter: 12, strict: true}",
+            10,
+            None,
+            "every bracket is at or past max_epochs (10)",
+        ),
+    ],
+)
+def test_early_stopping_keeps_wandbs_meaning_and_says_what_differs(tmp_path, early, max_epochs, asha, note):
+    spec = spec_of(
+        tmp_path, f"{early}\nparameters: {{fc1: {{values: [8]}}}}", run=f"run: {{max_epochs: {max_epochs}}}\n"
+    )
+    assert spec.asha == asha
+    notes = [w for w in spec.warnings if "early_terminate" in w]
+    assert len(notes) == (note is not None) and all(note in w for w in notes)
+
+
+def test_wandb_top_level_keys_are_reported_and_the_name_kept(tmp_path):
+    spec = spec_of(
+        tmp_path,
+        "name: My MNIST sweep\nrun_cap: 5\nprogram: train.py\nproject: p\nentity: e\ndescription: d\n"
+        "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - ${args_no_hyphens}\n"
+        "parameters: {fc1: {values: [8]}}",
+    )
+    assert (spec.name, spec.num_samples) == ("My-MNIST-sweep", 5)
+    for key in ("program", "project", "entity", "description", "command"):
+        assert any(f"ignoring W&B key '{key}'" in w for w in spec.warnings)
+    assert any("'My MNIST sweep' names directories and the study as 'My-MNIST-sweep'" in w for w in spec.warnings)
