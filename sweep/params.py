@@ -89,10 +89,11 @@ class Param:
             sampled = self.from_quantile(sampled)
         if self.q is not None:
             sampled = float(f"{round(sampled / self.q) * self.q:.12g}")  # 0.30000000000000004 -> 0.3
-        if isinstance(sampled, (int, float)) and not isinstance(sampled, bool):
-            return (
-                int(round(sampled)) if takes_int(self.flag) else float(sampled) if takes_float(self.flag) else sampled
-            )
+        # Only where the flag takes one of the two: `limit_train_batches: int | float` keeps 8 and 0.5 apart.
+        if isinstance(sampled, float) and takes_int(self.flag):
+            return int(round(sampled))
+        if type(sampled) is int and int not in self.flag.options and float in self.flag.options:
+            return float(sampled)
         return sampled
 
     def checked_value(self, sampled: Any) -> Any:

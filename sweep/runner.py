@@ -117,7 +117,7 @@ def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: 
     target = f" until {spec.target_text}" if spec.target is not None else ""
     print(
         f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "
-        f"{spec.method} search {spec.goal[:-1]}ing {spec.metric}{target}, "
+        f"{spec.method} search {'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}{target}, "
         f"early stopping {'ASHA' if spec.asha else 'off'}; experiment directory {experiment_dir}",
         flush=True,
     )

@@ -18,7 +18,7 @@ OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and 
 class SweepSearch(OptunaSearch):
     """Ray's OptunaSearch, with two changes.
 
-    Stopped trials are PRUNED (`stopped_as_pruned`), as Optuna's own pruners do: Ray's OptunaSearch tells
+    Stopped trials are PRUNED (with `stopped_trials: pruned`), as Optuna's own pruners do: Ray's OptunaSearch tells
     Optuna COMPLETE with the value of its last epoch, so TPE ranks a trial stopped after one epoch as if it
     had trained fully. Pruned, it keeps its per-epoch values (reported by `on_trial_result`) and TPE ranks
     it below the trials that finished.

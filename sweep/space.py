@@ -59,10 +59,6 @@ class SweepSpec:
         return self.base_config["max_epochs"]
 
     @property
-    def goal(self) -> str:
-        return "maximize" if self.mode == "max" else "minimize"
-
-    @property
     def target_text(self) -> str:
         """'val_acc >= 0.95', or '' without a target."""
         if self.target is None:

@@ -368,3 +368,10 @@ def test_wandb_top_level_keys_are_reported_and_the_name_kept(tmp_path):
     for key in ("program", "project", "entity", "description", "command"):
         assert any(f"ignoring W&B key '{key}'" in w for w in spec.warnings)
     assert any("'My MNIST sweep' names directories and the study as 'My-MNIST-sweep'" in w for w in spec.warnings)
+
+
+def test_values_keep_their_type_where_the_flag_takes_both(tmp_path):
+    spec = spec_of(tmp_path, "parameters: {limit_train_batches: {values: [8, 0.5]}, lr: {values: [1, 0.1]}}")
+    assert [spec.params["limit_train_batches"].value(v) for v in (8, 0.5)] == [8, 0.5]  # batches, a fraction
+    assert type(spec.trial_config({"limit_train_batches": 8, "lr": 1})["limit_train_batches"]) is int
+    assert type(spec.params["lr"].value(1)) is float
