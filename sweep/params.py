@@ -139,6 +139,8 @@ def read_param(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: str
         reader.fail(f"{key}.value", "a constant needs 'value'")  # with 'value', it is a fixed setting
     if distribution == "categorical":
         return _categorical(reader, key, pdef, flag, method)
+    if not takes_int(flag) and not takes_float(flag):  # a str or bool flag: no numeric distribution
+        reader.fail(f"{key}.distribution", f"--{flag.name} takes {flag.type_name}: use values")
     if distribution.endswith("normal"):
         return _normal(reader, key, pdef, flag, method, distribution)
     return _uniform(reader, key, pdef, flag, method, distribution)
@@ -195,8 +197,6 @@ def _normal(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: str, d
     q = _read_q(reader, key, pdef, flag, distribution)
     if takes_int(flag) and q is None:
         reader.fail(f"{key}.distribution", f"--{flag.name} takes int: use q_{distribution} (q: 1 rounds to integers)")
-    if not takes_int(flag) and not takes_float(flag):
-        reader.fail(f"{key}.distribution", f"--{flag.name} takes {flag.type_name}: use values")
     source = f"{distribution}(mu={mu:g}, sigma={sigma:g}{f', q={q:g}' if q else ''})"
     log = "log" in distribution
     return Param(flag, QUANTILE, source=source, from_quantile=NormalQuantile(mu, sigma, log), q=q)
@@ -227,8 +227,6 @@ def _uniform(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: str, 
         except ValueError:
             reader.fail(f"{key}.{sub}", f"--{flag.name} takes values {flag.bounds_text}, got {bound:g}")
     source = f"{distribution}(min={pdef['min']:g}, max={pdef['max']:g}{f', q={q:g}' if q else ''})"
-    if not takes_int(flag) and not takes_float(flag):
-        reader.fail(f"{key}.distribution", f"--{flag.name} takes {flag.type_name}: use values")
 
     stepped = distribution in ("int_uniform", "q_uniform")
     if stepped:  # on multiples of the step within [min, max]

@@ -247,6 +247,10 @@ def test_a_draw_outside_the_flag_fails_that_trial_only(tmp_path):
             "'parameters.fc1.q': --fc1 takes int: q must be a whole number",
         ),
         ("parameters: {lr: {distribution: normal, sigma: 0}}", "'parameters.lr.sigma': must be above 0"),
+        (
+            "parameters: {optimizer: {min: 1, max: 3}}",
+            "'parameters.optimizer.distribution': --optimizer takes str: use values",
+        ),
         ("parameters: {optimizer: {values: [Adam, SGD], probabilities: [0.5]}}", "expected a list of 2 numbers"),
         ("parameters: {optimizer: {values: [Adam, SGD], probabilities: [0.5, 0.6]}}", "must sum to 1, got 1.1"),
         (
