@@ -96,9 +96,9 @@ class Param:
             return float(sampled)
         return sampled
 
-    def checked_value(self, sampled: Any) -> Any:
-        """The flag's value; a draw outside what the flag accepts (a normal's tail) fails this trial only."""
-        value = self.value(sampled)
+    def check(self, value: Any) -> Any:
+        """`value()`'s result, checked: a draw outside what the flag accepts (a normal's tail) fails this trial
+        only."""
         try:
             return self.flag.check(value)
         except ValueError as exc:

@@ -26,12 +26,25 @@ class SweepSearch(OptunaSearch):
     W&B's metric.target: once a trial reports a value that reaches it, `suggest` answers FINISHED, so Tune
     starts no new trial and lets the running ones finish, as W&B does. (Tune's stoppers either stop one
     trial or all of them, running ones too.)
+
+    The space is a define-by-run function (Ray's documented alternative to a dict of distributions): it
+    samples what Optuna models, then returns the values the trial runs with (q-rounded, mapped from a
+    quantile), so Tune's config, params.json and results.csv hold what ran; the Optuna trial keeps them in
+    its user attributes, which optuna-dashboard shows.
     """
 
-    def __init__(self, *args, spec: SweepSpec, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, spec: SweepSpec, **kwargs):
+        super().__init__(space=self.define_trial, **kwargs)
         self.spec = spec
         self.target_reached = False
+
+    def define_trial(self, trial) -> dict:
+        sampled = {name: suggest(trial, name, param.distribution) for name, param in self.spec.params.items()}
+        values = self.spec.trial_values(sampled)
+        for name, value in values.items():
+            if value != sampled[name]:
+                trial.set_user_attr(name, value)
+        return values
 
     def suggest(self, trial_id: str):
         return Searcher.FINISHED if self.target_reached else super().suggest(trial_id)
@@ -51,7 +64,19 @@ class SweepSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=None, error=False)
 
 
+def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.BaseDistribution):
+    """Optuna's public suggest_* call for one of our distributions."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
 def make_searcher(spec: SweepSpec, experiment_dir: Path) -> SweepSearch:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": the start line says it
     if spec.method == "grid":
         grid = {name: param.distribution.choices for name, param in spec.params.items()}
         sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
@@ -64,7 +89,6 @@ def make_searcher(spec: SweepSpec, experiment_dir: Path) -> SweepSearch:
         startup = min(10, max(4, spec.num_samples // 4))
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, constant_liar=True)
     kwargs = dict(
-        space={name: param.distribution for name, param in spec.params.items()},
         metric=spec.metric,
         mode=spec.mode,
         sampler=sampler,

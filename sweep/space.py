@@ -69,12 +69,12 @@ class SweepSpec:
         return self.target is not None and (value >= self.target if self.mode == "max" else value <= self.target)
 
     def trial_values(self, sampled: dict) -> dict:
-        """The searched flags' values of one trial, from the searcher's samples (unchecked: for records)."""
+        """The searched flags' values of one trial, from Optuna's samples: what Tune's config holds."""
         return {k: self.params[k].value(v) for k, v in sampled.items()}
 
-    def trial_config(self, sampled: dict) -> dict:
+    def trial_config(self, values: dict) -> dict:
         """The complete run config of one trial; a value the flag does not accept raises ValueError."""
-        return {**self.base_config, **{k: self.params[k].checked_value(v) for k, v in sampled.items()}}
+        return {**self.base_config, **{k: self.params[k].check(v) for k, v in values.items()}}
 
 
 class SpecReader:

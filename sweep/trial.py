@@ -42,9 +42,9 @@ class ReportToTune(pl.Callback):
         )
 
 
-def run_trial(sampled: dict, *, spec, splits: Splits) -> None:
+def run_trial(values: dict, *, spec, splits: Splits) -> None:
     """Tune's function trainable; `spec` and `splits` arrive once per node through the object store."""
     trial_start = time.time()
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
-    train(spec.trial_config(sampled), splits=splits, callbacks=[ReportToTune(trial_start)], quiet=True)
+    train(spec.trial_config(values), splits=splits, callbacks=[ReportToTune(trial_start)], quiet=True)
