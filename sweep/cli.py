@@ -1,4 +1,4 @@
-"""python -m sweep {run,best,final}: parse, call the library, print. Errors are one line, exit code 1."""
+"""python -m sweep {run,best,final,report,dashboard}: parse, call the library, print; errors are one line."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-path", default="runs", help="where experiment directories go (default: runs)")
     run.add_argument("--name", help="experiment directory name (default: the YAML's name and the time)")
     run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
+    run.add_argument("--verbose", action="store_true", help="Tune's own tables and the trials' output")
 
     best = commands.add_parser("best", help="print the best config and the results table of a sweep")
     best.add_argument("experiment_dir")
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     final = commands.add_parser("final", help="train a sweep's best config from scratch and test it")
     final.add_argument("experiment_dir")
     final.add_argument("--max_epochs", "--max-epochs", type=int, help="override the sweep's max_epochs")
+
+    report = commands.add_parser("report", help="write report.html and PNGs of a sweep's trials (also mid-sweep)")
+    report.add_argument("experiment_dir")
+
+    dashboard = commands.add_parser("dashboard", help="serve the sweep's Optuna study with optuna-dashboard")
+    dashboard.add_argument("experiment_dir")
+    dashboard.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     return parser
 
 
@@ -64,8 +72,12 @@ def cmd_run(args, argv, ray_start) -> int:
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    result = run_sweep(spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start)
+    result = run_sweep(
+        spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start, verbose=args.verbose
+    )
     print_summary(spec, result)
+    if result.rows:
+        print_report(result.experiment_dir)
     if any(row["status"] == "interrupted" for row in result.rows):
         print("sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml", file=sys.stderr)
         return 130
@@ -99,6 +111,30 @@ def print_summary(spec, result) -> None:
     print(f"results:     {result.experiment_dir / 'results.csv'}")
     print(f"best config: {result.experiment_dir / 'best_config.yaml'}")
     print(f"final run:   python -m sweep final {result.experiment_dir}")
+
+
+def print_report(experiment_dir) -> None:
+    from sweep.report import write_report
+
+    report, pngs = write_report(experiment_dir)
+    print(f"report:      {report} ({len(pngs)} PNGs beside it)")
+    print(f"TensorBoard: tensorboard --logdir {experiment_dir}")
+
+
+def cmd_dashboard(args) -> int:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna_dashboard import run_server
+
+    from sweep.searcher import OPTUNA_JOURNAL
+
+    journal = Path(args.experiment_dir) / OPTUNA_JOURNAL
+    if not journal.exists():
+        raise UserError(f"{journal}: no such file; is {args.experiment_dir} a sweep's experiment directory?")
+    print(f"optuna-dashboard: http://127.0.0.1:{args.port} (the study in {journal}; Ctrl-C stops it)", flush=True)
+    # 127.0.0.1 only: optuna-dashboard has no login, and its pages can edit the study.
+    run_server(JournalStorage(JournalFileBackend(str(journal))), host="127.0.0.1", port=args.port)
+    return 0
 
 
 def print_final(metrics: dict) -> None:
@@ -135,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
             from sweep.cluster import RayStart
 
             load_yaml_mapping(args.space)  # a missing file or broken YAML is reported before Ray starts
-            ray_start = RayStart(args.address)
+            ray_start = RayStart(args.address, log_to_driver=args.verbose)
             return cmd_run(args, argv, ray_start)
         if args.command == "best":
             return cmd_best(args)
+        if args.command == "report":
+            print_report(Path(args.experiment_dir))
+            return 0
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         from sweep.runner import run_final
 
         print_final(run_final(args.experiment_dir, args.max_epochs))

@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from sweep.space import SweepSpec
 
 
-def start_ray(address: str | None):
-    """Start a local Ray, or join the cluster at `address`; returns Ray's context."""
+def start_ray(address: str | None, log_to_driver: bool = False):
+    """Start a local Ray, or join the cluster at `address`; returns Ray's context. Trials' own output stays
+    in their log files (the dashboard shows them) unless `log_to_driver`."""
     import ray
 
     kwargs = {"address": address} if address else {"include_dashboard": True}
     try:
-        return ray.init(**kwargs, logging_level="ERROR")
+        return ray.init(**kwargs, logging_level="ERROR", log_to_driver=log_to_driver)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
 
@@ -34,13 +35,13 @@ class RayStart:
     them exits. Call `shutdown()` before exiting: the agents that Ray's raylet starts outlive a killed Ray.
     """
 
-    def __init__(self, address: str | None):
+    def __init__(self, address: str | None, log_to_driver: bool = False):
         self.started: Future = Future()  # Ray's context, or start_ray's error
-        threading.Thread(target=self._run, args=(address,), name="ray-start", daemon=True).start()
+        threading.Thread(target=self._run, args=(address, log_to_driver), name="ray-start", daemon=True).start()
 
-    def _run(self, address: str | None) -> None:
+    def _run(self, address: str | None, log_to_driver: bool) -> None:
         try:
-            self.started.set_result(start_ray(address))
+            self.started.set_result(start_ray(address, log_to_driver))
         except BaseException as exc:  # raised again by result()
             self.started.set_exception(exc)
         threading.Event().wait()  # never returns: see the class docstring
@@ -57,16 +58,15 @@ class RayStart:
             ray.shutdown()
 
 
-def print_dashboard(context) -> None:
+def dashboard_text(context) -> str:
+    """'; Ray dashboard http://... (log in with the token in ~/.ray/auth_token)' for the start line, or ''."""
     if not context.dashboard_url:
-        return
+        return ""
     token = Path.home() / ".ray" / "auth_token"
     auth = (
-        f"; it asks for the token in {token} (Ray's token auth is on)"
-        if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token"
-        else ""
+        f" (log in with the token in {token})" if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token" else ""
     )
-    print(f"Ray dashboard: http://{context.dashboard_url} (trials, logs, CPU/GPU use){auth}", flush=True)
+    return f"; Ray dashboard http://{context.dashboard_url}{auth}"
 
 
 def trial_concurrency(spec: SweepSpec, resources: dict) -> int:

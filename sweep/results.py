@@ -1,8 +1,11 @@
-"""results.csv and best_config.yaml, rewritten as each trial ends so that an interrupted sweep keeps them."""
+"""results.csv and best_config.yaml, rewritten as each trial ends so that an interrupted sweep keeps them,
+and epochs.csv, a line per trial and epoch as it is reported (the report's learning curves)."""
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +17,9 @@ from sweep.space import SweepSpec
 
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.yaml"
+EPOCHS_CSV = "epochs.csv"
+SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
+EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s"]
 BASE_COLUMNS = [
     "trial_id",
     "status",
@@ -39,13 +45,15 @@ class ResultsWriter(tune.Callback):
         self.spec = spec
         self.experiment_dir = experiment_dir
         self.rows: dict[str, dict] = {}
+        with open(experiment_dir / EPOCHS_CSV, "w", newline="") as f:
+            csv.writer(f).writerow(EPOCH_COLUMNS)
 
     def row(self, trial) -> dict:
         if trial.trial_id not in self.rows:
             self.rows[trial.trial_id] = {
                 "trial_id": trial.trial_id,
                 "status": "running",
-                **self.spec.trial_values(trial.config),
+                **trial.config,  # the values that ran (see SweepSearch)
                 "val_acc": None,
                 "val_loss": None,
                 "best_epoch": None,
@@ -67,6 +75,8 @@ class ResultsWriter(tune.Callback):
         row["train_time_s"] += result["epoch_time_s"]
         row["start_time"] = result["trial_start"]
         row["duration_s"] = time.time() - result["trial_start"]
+        with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
+            csv.writer(f).writerow([trial.trial_id, *(result[key] for key in EPOCH_COLUMNS[1:])])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self.row(trial)
@@ -105,11 +115,12 @@ class ResultsWriter(tune.Callback):
 
     def write(self) -> None:
         columns = BASE_COLUMNS[:2] + list(self.spec.params) + BASE_COLUMNS[2:]
-        with open(self.experiment_dir / RESULTS_CSV, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in self.ordered_rows():
-                writer.writerow(format_row(row))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in self.ordered_rows():
+            writer.writerow(format_row(row))
+        write_atomically(self.experiment_dir / RESULTS_CSV, text.getvalue())
         best = self.best_row()
         if best is not None:
             write_best_config(self.spec, best, self.experiment_dir / BEST_CONFIG)
@@ -146,4 +157,11 @@ def write_best_config(spec: SweepSpec, best: dict, path: Path) -> None:
         f"# A complete run config: python -m sweep final {path.parent}   or\n"
         f"#   python training/run_experiment.py --config {path}\n"
     )
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    write_atomically(path, header + yaml.safe_dump(config, sort_keys=False))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader (the report, mid-sweep) or a kill mid-write never sees half a file: write aside, rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from sweep.cluster import RayStart, print_dashboard, trial_concurrency
-from sweep.results import BEST_CONFIG, ResultsWriter
+from sweep.cluster import RayStart, dashboard_text, trial_concurrency
+from sweep.results import BEST_CONFIG, SPEC_FILE, ResultsWriter, write_atomically
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
 from text_recognizer.data import DATA_CLASSES, Splits
 from text_recognizer.util import UserError, load_yaml_mapping
-
-SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
 
 
 @dataclass
@@ -67,7 +66,7 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
             for name, p in spec.params.items()
         },
     }
-    (experiment_dir / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_atomically(experiment_dir / SPEC_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_sweep(
@@ -78,21 +77,25 @@ def run_sweep(
     address: str | None = None,
     argv: list[str] | None = None,
     ray_start: RayStart | None = None,
+    verbose: bool = False,
 ) -> SweepResult:
     """Run the sweep on a local Ray or the cluster at `address` (or on the one `ray_start` is starting);
-    Ray is shut down at the end, also when something fails."""
-    ray_start = ray_start or RayStart(address)
+    Ray is shut down at the end, also when something fails. `verbose`: Tune's own output, not ours."""
+    ray_start = ray_start or RayStart(address, verbose)
     try:
-        return sweep_on_ray(spec, ray_start.result(), Path(storage_path).resolve(), name, argv or [])
+        return sweep_on_ray(spec, ray_start.result(), Path(storage_path).resolve(), name, argv or [], verbose)
     finally:
         ray_start.shutdown()
 
 
-def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: list[str]) -> SweepResult:
+def sweep_on_ray(
+    spec: SweepSpec, context, storage_path: Path, name: str, argv: list[str], verbose: bool
+) -> SweepResult:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sweep.progress import ProgressView
     from sweep.searcher import make_searcher
     from sweep.trial import run_trial
 
@@ -100,7 +103,6 @@ def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: 
     if experiment_dir.exists():
         raise UserError(f"{experiment_dir} already exists: pass another --name, or delete it")
     concurrency = trial_concurrency(spec, ray.cluster_resources())
-    print_dashboard(context)
     # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
     # so each node holds one copy, which its trials read without copying.
     trainable = tune.with_resources(
@@ -118,9 +120,15 @@ def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: 
     print(
         f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "
         f"{spec.method} search {'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}{target}, "
-        f"early stopping {'ASHA' if spec.asha else 'off'}; experiment directory {experiment_dir}",
+        f"early stopping {'ASHA' if spec.asha else 'off'}; experiment directory {experiment_dir}"
+        f"{dashboard_text(context)}",
         flush=True,
     )
+    view = None if verbose else ProgressView(spec, writer)
+    if view is not None:
+        # Tune's newer reporter prints its start box and a TensorBoard hint into /tmp/ray even at verbose=0;
+        # the older one is silent at 0. Tune reads this when the fit starts.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -133,11 +141,18 @@ def sweep_on_ray(spec: SweepSpec, context, storage_path: Path, name: str, argv: 
             # One worker process serves trial after trial: imports and set-up are paid once.
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage_path), callbacks=[writer], verbose=1),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            callbacks=[writer, view] if view else [writer],
+            verbose=int(verbose),
+        ),
     )
     try:
         tuner.fit()
     finally:
+        if view is not None:
+            view.close()
         writer.finish()
     return SweepResult(experiment_dir, writer.ordered_rows(), writer.best_row())
 

@@ -67,7 +67,7 @@ def test_sweep_runs_every_trial_with_two_at_a_time(asha_sweep):
     intervals = [interval(row) for row in rows]
     overlapping = [(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1 :] if a[0] < b[1] and b[0] < a[1]]
     assert overlapping, f"no two trials ran at the same time: {intervals}"
-    assert "Ray dashboard: http://" in run.stdout
+    assert "; Ray dashboard http://127.0.0.1:" in run.stdout.splitlines()[0]  # the start line
 
 
 def test_asha_stops_hopeless_trials_early(asha_sweep):
