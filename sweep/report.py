@@ -64,7 +64,7 @@ def study_as_ran(spec: dict, rows: list[dict], epochs: list[dict]) -> tuple[optu
     """An in-memory study of the trials that reported the metric, numbered in their start order, and
     those trials' rows."""
     metric = spec["metric"]
-    rows = [row for row in rows if row[metric] != ""]
+    rows = [row for row in rows if row[metric] != "" and math.isfinite(float(row[metric]))]
     curves: dict[str, dict[int, float]] = {}
     for line in epochs:
         value = float(line[metric])

@@ -30,15 +30,17 @@ class SweepSearch(OptunaSearch):
     The space is a define-by-run function (Ray's documented alternative to a dict of distributions): it
     samples what Optuna models, then returns the values the trial runs with (q-rounded, mapped from a
     quantile), so Tune's config, params.json and results.csv hold what ran; the Optuna trial keeps them in
-    its user attributes, which optuna-dashboard shows.
+    its user attributes, which optuna-dashboard shows, beside `tune_trial_id`, the trial_id of results.csv.
     """
 
     def __init__(self, *, spec: SweepSpec, **kwargs):
         super().__init__(space=self.define_trial, **kwargs)
         self.spec = spec
         self.target_reached = False
+        self.suggesting = ""  # the Tune trial that `define_trial` samples for
 
     def define_trial(self, trial) -> dict:
+        trial.set_user_attr("tune_trial_id", self.suggesting)
         sampled = {name: suggest(trial, name, param.distribution) for name, param in self.spec.params.items()}
         values = self.spec.trial_values(sampled)
         for name, value in values.items():
@@ -47,7 +49,10 @@ class SweepSearch(OptunaSearch):
         return values
 
     def suggest(self, trial_id: str):
-        return Searcher.FINISHED if self.target_reached else super().suggest(trial_id)
+        if self.target_reached:
+            return Searcher.FINISHED
+        self.suggesting = trial_id
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
         super().on_trial_result(trial_id, result)

@@ -29,3 +29,22 @@ def last_line(text: str) -> str:
 def parse_metrics(line: str) -> dict[str, float]:
     """'val_acc=0.9 test_acc=0.8' -> {'val_acc': 0.9, 'test_acc': 0.8}"""
     return {key: float(value) for key, value in (part.split("=") for part in line.split())}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SCREENSHOTS: list[Path] = []  # saved by the browser tests, named at the end of the test output
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCREENSHOTS:
+        terminalreporter.write_line(f"browser screenshots ({len(SCREENSHOTS)}):")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(f"  {path}")

@@ -35,3 +35,9 @@ def test_early_stopping_gain_smoke(tmp_path):
     run = run_cli(str(ROOT / "benchmarks" / "early_stopping_gain.py"), "--smoke-test", cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert 0 < figure(run.stdout, "ASHA epochs / no-stopping epochs") <= 1
+
+
+def test_report_speed_smoke(tmp_path):
+    run = run_cli(str(ROOT / "benchmarks" / "report_speed.py"), "--smoke-test", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert figure(run.stdout, "report seconds") > 0 and "report of 6 trials" in run.stdout
