@@ -126,7 +126,7 @@ def cmd_dashboard(args) -> int:
     from optuna.storages.journal import JournalFileBackend
     from optuna_dashboard import run_server
 
-    from sweep.searcher import OPTUNA_JOURNAL
+    from sweep.files import OPTUNA_JOURNAL
 
     journal = Path(args.experiment_dir) / OPTUNA_JOURNAL
     if not journal.exists():
@@ -145,7 +145,7 @@ def print_final(metrics: dict) -> None:
 def cmd_best(args) -> int:
     import pandas as pd
 
-    from sweep.results import BEST_CONFIG, RESULTS_CSV
+    from sweep.files import BEST_CONFIG, RESULTS_CSV
 
     experiment_dir = Path(args.experiment_dir)
     if not (experiment_dir / RESULTS_CSV).exists():

@@ -19,10 +19,10 @@ from pathlib import Path
 import optuna
 import yaml
 
-from sweep.results import EPOCHS_CSV, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.files import EPOCHS_CSV, REPORT_HTML, RESULTS_CSV, SPEC_FILE, write_atomically
 from text_recognizer.util import UserError
 
-REPORT_HTML = "report.html"
+LEGEND_TRIALS = 20  # a legend of more trials than this hides the plot (the HTML has hover labels instead)
 PLOTS = {  # id: title; each is drawn as report.html's <div id=...> and as <id>.png
     "history": "Optimisation history: each trial's best epoch, and the best so far",
     "parallel-coordinates": "Parallel coordinates: the parameters against the metric",
@@ -149,6 +149,8 @@ def write_pngs(study: optuna.Study, rows: list[dict], metric: str, experiment_di
         if name == "learning-curves":
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
+            if len(rows) > LEGEND_TRIALS and ax.get_legend() is not None:
+                ax.get_legend().remove()
         ax.set_title(PLOTS[name], fontsize=10)
         path = experiment_dir / f"{name}.png"
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
@@ -180,6 +182,7 @@ def write_report(experiment_dir: str | Path) -> tuple[Path, list[Path]]:
     if not spec_path.exists():
         raise UserError(f"{spec_path}: no such file; is {experiment_dir} a sweep's experiment directory?")
     spec = yaml.safe_load(spec_path.read_text())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
     metric = spec["metric"]
     all_rows = read_csv(experiment_dir / RESULTS_CSV)
     study, rows = study_as_ran(spec, all_rows, read_csv(experiment_dir / EPOCHS_CSV))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +12,9 @@ from pathlib import Path
 import yaml
 from ray import tune
 
+from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, write_atomically
 from sweep.space import SweepSpec
 
-RESULTS_CSV = "results.csv"
-BEST_CONFIG = "best_config.yaml"
-EPOCHS_CSV = "epochs.csv"
-SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
 EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s"]
 BASE_COLUMNS = [
     "trial_id",
@@ -158,10 +154,3 @@ def write_best_config(spec: SweepSpec, best: dict, path: Path) -> None:
         f"#   python training/run_experiment.py --config {path}\n"
     )
     write_atomically(path, header + yaml.safe_dump(config, sort_keys=False))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A reader (the report, mid-sweep) or a kill mid-write never sees half a file: write aside, rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

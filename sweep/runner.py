@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
-from sweep.results import BEST_CONFIG, SPEC_FILE, ResultsWriter, write_atomically
+from sweep.files import BEST_CONFIG, SPEC_FILE, write_atomically
+from sweep.results import ResultsWriter
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
 from text_recognizer.data import DATA_CLASSES, Splits

@@ -10,9 +10,8 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from sweep.files import OPTUNA_JOURNAL
 from sweep.space import SweepSpec
-
-OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard and reports
 
 
 class SweepSearch(OptunaSearch):

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep.searcher import OPTUNA_JOURNAL
+from sweep.files import OPTUNA_JOURNAL
 from tests.conftest import ROOT, SCREENSHOTS, free_port, run_cli
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

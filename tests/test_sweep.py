@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.searcher import OPTUNA_JOURNAL
+from sweep.files import OPTUNA_JOURNAL
 from tests.conftest import ROOT, last_line, parse_metrics, run_cli
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config

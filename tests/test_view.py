@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.searcher import OPTUNA_JOURNAL
+from sweep.files import OPTUNA_JOURNAL
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
