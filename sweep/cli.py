@@ -1,4 +1,4 @@
-"""python -m sweep {run,best,final,report,dashboard}: parse, call the library, print; errors are one line."""
+"""python -m sweep {run,best,final,validate,report,dashboard}: parse, call, print; errors are one line."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, help="searcher seed: the same seed gives the same suggestions")
     run.add_argument("--address", help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto (default: a local Ray)")
+    run.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="where the local Ray's dashboard listens (default 127.0.0.1; 0.0.0.0: every interface)",
+    )
     run.add_argument("--storage-path", default="runs", help="where experiment directories go (default: runs)")
     run.add_argument("--name", help="experiment directory name (default: the YAML's name and the time)")
     run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
@@ -38,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     final = commands.add_parser("final", help="train a sweep's best config from scratch and test it")
     final.add_argument("experiment_dir")
     final.add_argument("--max_epochs", "--max-epochs", type=int, help="override the sweep's max_epochs")
+
+    validate = commands.add_parser("validate", help="check search-space YAMLs without Ray (exit 1 if one is bad)")
+    validate.add_argument("spaces", nargs="+", metavar="SPACE.yaml")
 
     report = commands.add_parser("report", help="write report.html and PNGs of a sweep's trials (also mid-sweep)")
     report.add_argument("experiment_dir")
@@ -76,8 +84,8 @@ def cmd_run(args, argv, ray_start) -> int:
         spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start, verbose=args.verbose
     )
     print_summary(spec, result)
-    if result.rows:
-        print_report(result.experiment_dir)
+    if result.report is not None:
+        print_report(*result.report.result(), result.experiment_dir)
     if any(row["status"] == "interrupted" for row in result.rows):
         print("sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml", file=sys.stderr)
         return 130
@@ -113,10 +121,25 @@ def print_summary(spec, result) -> None:
     print(f"final run:   python -m sweep final {result.experiment_dir}")
 
 
-def print_report(experiment_dir) -> None:
-    from sweep.report import write_report
+def cmd_validate(args) -> int:
+    """Each file is read as `run` reads it; one line for a good file, one line per file for its problem."""
+    from sweep.space import load_spec
 
-    report, pngs = write_report(experiment_dir)
+    bad = 0
+    for path in args.spaces:
+        try:
+            spec = load_spec(path)
+        except UserError as exc:
+            print(f"sweep: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        for warning in spec.warnings:
+            print(f"warning: {path}: {warning}", file=sys.stderr)
+        print(f"{path}: ok: {spec.method} search over {', '.join(spec.params)}, {spec.num_samples} trials")
+    return 1 if bad else 0
+
+
+def print_report(report, pngs, experiment_dir) -> None:
     print(f"report:      {report} ({len(pngs)} PNGs beside it)")
     print(f"TensorBoard: tensorboard --logdir {experiment_dir}")
 
@@ -171,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
             from sweep.cluster import RayStart
 
             load_yaml_mapping(args.space)  # a missing file or broken YAML is reported before Ray starts
-            ray_start = RayStart(args.address, log_to_driver=args.verbose)
+            if args.address and args.dashboard_host != "127.0.0.1":
+                raise UserError("--dashboard-host is for a local Ray; a cluster's is set by `ray start --head`")
+            ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
             return cmd_run(args, argv, ray_start)
         if args.command == "best":
             return cmd_best(args)
+        if args.command == "validate":
+            return cmd_validate(args)
         if args.command == "report":
-            print_report(Path(args.experiment_dir))
+            from sweep.report import write_report
+
+            print_report(*write_report(args.experiment_dir), args.experiment_dir)
             return 0
         if args.command == "dashboard":
             return cmd_dashboard(args)

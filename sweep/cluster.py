@@ -15,12 +15,34 @@ if TYPE_CHECKING:
     from sweep.space import SweepSpec
 
 
-def start_ray(address: str | None, log_to_driver: bool = False):
-    """Start a local Ray, or join the cluster at `address`; returns Ray's context. Trials' own output stays
-    in their log files (the dashboard shows them) unless `log_to_driver`."""
+REACH_TIMEOUT_S = 5.0  # ray.init retries an address where nothing listens for a minute or more
+
+
+def check_reachable(address: str) -> None:
+    """A HOST:PORT where nothing listens is one line within seconds, not a minute of Ray's retries."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():  # auto, ray://...: Ray's own resolution
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start its head with "
+            f"`ray start --head --port={port}`, or pass the head's address as --address HOST:PORT"
+        ) from None
+
+
+def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: str = "127.0.0.1"):
+    """Start a local Ray (its dashboard on `dashboard_host`), or join the cluster at `address`; returns
+    Ray's context. Trials' own output stays in their log files (the dashboard shows them) unless
+    `log_to_driver`."""
     import ray
 
-    kwargs = {"address": address} if address else {"include_dashboard": True}
+    if address:
+        check_reachable(address)
+    kwargs = {"address": address} if address else {"include_dashboard": True, "dashboard_host": dashboard_host}
     try:
         return ray.init(**kwargs, logging_level="ERROR", log_to_driver=log_to_driver)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -35,13 +57,13 @@ class RayStart:
     them exits. Call `shutdown()` before exiting: the agents that Ray's raylet starts outlive a killed Ray.
     """
 
-    def __init__(self, address: str | None, log_to_driver: bool = False):
+    def __init__(self, address: str | None, **options):
         self.started: Future = Future()  # Ray's context, or start_ray's error
-        threading.Thread(target=self._run, args=(address, log_to_driver), name="ray-start", daemon=True).start()
+        threading.Thread(target=self._run, args=(address, options), name="ray-start", daemon=True).start()
 
-    def _run(self, address: str | None, log_to_driver: bool) -> None:
+    def _run(self, address: str | None, options: dict) -> None:
         try:
-            self.started.set_result(start_ray(address, log_to_driver))
+            self.started.set_result(start_ray(address, **options))
         except BaseException as exc:  # raised again by result()
             self.started.set_exception(exc)
         threading.Event().wait()  # never returns: see the class docstring
@@ -66,6 +88,9 @@ def dashboard_text(context) -> str:
     auth = (
         f" (log in with the token in {token})" if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token" else ""
     )
+    exposed = not context.dashboard_url.startswith(("127.0.0.1:", "localhost:"))
+    if exposed:  # the dashboard can start jobs on the cluster: only the token stands in the way
+        auth += " (WARNING: reachable beyond this machine; the token is what protects it)"
     return f"; Ray dashboard http://{context.dashboard_url}{auth}"
 
 

@@ -26,6 +26,7 @@ BASE_COLUMNS = [
     "start",
     "duration_s",
     "train_time_s",
+    "node",
     "error",
 ]
 
@@ -58,6 +59,7 @@ class ResultsWriter(tune.Callback):
                 "start_time": None,
                 "duration_s": None,
                 "train_time_s": 0.0,
+                "node": "",
                 "error": "",
             }
         return self.rows[trial.trial_id]
@@ -70,6 +72,7 @@ class ResultsWriter(tune.Callback):
         row["epochs"] = result["epoch"]
         row["train_time_s"] += result["epoch_time_s"]
         row["start_time"] = result["trial_start"]
+        row["node"] = result["node"]
         row["duration_s"] = time.time() - result["trial_start"]
         with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
             csv.writer(f).writerow([trial.trial_id, *(result[key] for key in EPOCH_COLUMNS[1:])])

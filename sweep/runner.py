@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class SweepResult:
     experiment_dir: Path
     rows: list[dict]  # one per trial, in start order (see results.csv)
     best: dict | None  # the best row, None when no trial reported a metric
+    report: Future | None = None  # report.html and its PNGs, being written while Ray stops
 
     @property
     def stopped_early(self) -> int:
@@ -82,7 +84,7 @@ def run_sweep(
 ) -> SweepResult:
     """Run the sweep on a local Ray or the cluster at `address` (or on the one `ray_start` is starting);
     Ray is shut down at the end, also when something fails. `verbose`: Tune's own output, not ours."""
-    ray_start = ray_start or RayStart(address, verbose)
+    ray_start = ray_start or RayStart(address, log_to_driver=verbose)
     try:
         return sweep_on_ray(spec, ray_start.result(), Path(storage_path).resolve(), name, argv or [], verbose)
     finally:
@@ -155,7 +157,14 @@ def sweep_on_ray(
         if view is not None:
             view.close()
         writer.finish()
-    return SweepResult(experiment_dir, writer.ordered_rows(), writer.best_row())
+    report = None
+    if writer.rows:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later
+        from sweep.report import write_report
+
+        executor = ThreadPoolExecutor(1)
+        report = executor.submit(write_report, experiment_dir)
+        executor.shutdown(wait=False)  # returns now; the thread ends with the report
+    return SweepResult(experiment_dir, writer.ordered_rows(), writer.best_row(), report)
 
 
 def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict:

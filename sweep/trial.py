@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytorch_lightning as pl
+import ray
 import torch
 from ray import tune
 
@@ -24,6 +25,7 @@ class ReportToTune(pl.Callback):
     def __init__(self, trial_start: float):
         self.trial_start = trial_start
         self.epoch_start = 0.0
+        self.node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_start = time.perf_counter()
@@ -38,6 +40,7 @@ class ReportToTune(pl.Callback):
                 "epoch": trainer.current_epoch + 1,
                 "epoch_time_s": time.perf_counter() - self.epoch_start,
                 "trial_start": self.trial_start,
+                "node": self.node,
             }
         )
 
