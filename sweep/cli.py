@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many trials at a time (default: as many as the resources allow)",
     )
     run.add_argument("--seed", type=int, help="searcher seed: the same seed gives the same suggestions")
+    run.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        dest="checkpoint_interval_s",
+        metavar="SECONDS",
+        help="a trial saves a checkpoint at most this often, to continue from (default 60; 0: every epoch)",
+    )
+    run.add_argument("--max-failures", type=int, help="retries of a trial whose worker or node is lost (default 2)")
     run.add_argument("--address", help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto (default: a local Ray)")
     run.add_argument(
         "--dashboard-host",
@@ -64,11 +72,14 @@ def overridden(spec, args):
         "num_samples": args.num_samples,
         "max_concurrent": args.max_concurrent,
         "seed": args.seed,
+        "checkpoint_interval_s": args.checkpoint_interval_s,
+        "max_failures": args.max_failures,
     }
     for key, value in flags.items():
-        may_be_zero = key in ("gpus_per_trial", "seed")
+        may_be_zero = key in ("gpus_per_trial", "seed", "checkpoint_interval_s", "max_failures")
         if value is not None and (value < 0 or (value == 0 and not may_be_zero)):
-            raise UserError(f"--{key.replace('_', '-')} must be {'>= 0' if may_be_zero else '> 0'}, got {value:g}")
+            flag = "--checkpoint-interval" if key == "checkpoint_interval_s" else f"--{key.replace('_', '-')}"
+            raise UserError(f"{flag} must be {'>= 0' if may_be_zero else '> 0'}, got {value:g}")
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -101,7 +112,9 @@ def print_summary(spec, result) -> None:
     print(
         f"\n{len(rows)} trials: {sum(r['status'] == 'completed' for r in rows)} completed, "
         f"{result.stopped_early} stopped early by ASHA, {len(result.errors)} failed, "
+        f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
         f"{sum(r['status'] == 'interrupted' for r in rows)} interrupted"
+        + (f"; {sum(r['retries'] for r in rows)} retries of lost trials" if any(r["retries"] for r in rows) else "")
     )
     for row in result.errors:
         print(f"  FAILED trial {row['trial_id']}: {row['error']}")

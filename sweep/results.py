@@ -27,6 +27,7 @@ BASE_COLUMNS = [
     "duration_s",
     "train_time_s",
     "node",
+    "retries",
     "error",
 ]
 
@@ -60,29 +61,44 @@ class ResultsWriter(tune.Callback):
                 "duration_s": None,
                 "train_time_s": 0.0,
                 "node": "",
+                "retries": 0,
                 "error": "",
             }
         return self.rows[trial.trial_id]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self.row(trial)
-        score = result[self.spec.metric]
-        if is_better(score, row[self.spec.metric], self.spec.mode):
-            row.update(val_acc=result["val_acc"], val_loss=result["val_loss"], best_epoch=result["epoch"])
-        row["epochs"] = result["epoch"]
-        row["train_time_s"] += result["epoch_time_s"]
         row["start_time"] = result["trial_start"]
         row["node"] = result["node"]
         row["duration_s"] = time.time() - result["trial_start"]
+        if result["failed"]:  # the training code raised: the trial ends (see run_trial)
+            row["error"] = f"{result['failed']} (traceback: {Path(trial.path) / 'error.txt'})"
+            return
+        score = result[self.spec.metric]
+        if not result["diverged"] and is_better(score, row[self.spec.metric], self.spec.mode):
+            row.update(val_acc=result["val_acc"], val_loss=result["val_loss"], best_epoch=result["epoch"])
+        row["diverged"] = result["diverged"]
+        row["epochs"] = result["epoch"]
+        row["train_time_s"] += result["epoch_time_s"]
         with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
             csv.writer(f).writerow([trial.trial_id, *(result[key] for key in EPOCH_COLUMNS[1:])])
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Tune retries the trial (its worker or node was lost), from its latest checkpoint."""
+        self.row(trial)["retries"] += 1
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self.row(trial)
-        row["status"] = "completed" if row["epochs"] >= self.spec.max_epochs else "stopped early"
+        if row["error"]:
+            row["status"] = "error"
+        elif row.get("diverged"):
+            row["status"] = "diverged"
+        else:
+            row["status"] = "completed" if row["epochs"] >= self.spec.max_epochs else "stopped early"
         self.end(row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """Tune gave up on the trial: its worker or node was lost more than max_failures times."""
         row = self.row(trial)
         row["status"] = "error"
         row["error"] = error_summary(trial)
@@ -107,7 +123,7 @@ class ResultsWriter(tune.Callback):
         best = None
         key = self.spec.metric
         for row in self.rows.values():
-            if row[key] is not None and row["status"] != "error":
+            if row[key] is not None and row["status"] not in ("error", "diverged"):
                 if best is None or is_better(row[key], best[key], self.spec.mode):
                     best = row
         return best

@@ -59,6 +59,8 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
         "asha": spec.asha,
         "gpus_per_trial": spec.gpus_per_trial,
         "cpus_per_trial": spec.cpus_per_trial,
+        "checkpoint_interval_s": spec.checkpoint_interval_s,
+        "max_failures": spec.max_failures,
         "base_config": spec.base_config,
         "params": {
             name: {
@@ -149,6 +151,9 @@ def sweep_on_ray(
             storage_path=str(storage_path),
             callbacks=[writer, view] if view else [writer],
             verbose=int(verbose),
+            # A lost worker or node: the trial runs again, from its latest checkpoint, on any node with room.
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
@@ -54,16 +55,22 @@ class SweepSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
+        if result["failed"] or not math.isfinite(result[self.spec.metric]):
+            return  # Optuna keeps the last finite value
         super().on_trial_result(trial_id, result)
         self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result is not None and result.get("failed"):  # the training code raised: FAIL
+            return super().on_trial_complete(trial_id, result=None, error=True)
+        diverged = result is not None and result.get("diverged")
         stopped_early = not error and result is not None and result["training_iteration"] < self.spec.max_epochs
-        if not (stopped_early and self.spec.stopped_trials == "pruned"):
+        if not (diverged or (stopped_early and self.spec.stopped_trials == "pruned")):
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Tune hands the result that made ASHA stop the trial only to this method: record it as the trial's
         # last intermediate value, then end the trial with neither result nor error, which OptunaSearch
-        # tells Optuna as PRUNED.
+        # tells Optuna as PRUNED. A diverged trial is PRUNED with its last finite value: TPE ignores FAIL
+        # trials, and would propose their region again.
         self.on_trial_result(trial_id, result)
         super().on_trial_complete(trial_id, result=None, error=False)
 

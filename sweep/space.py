@@ -53,6 +53,8 @@ class SweepSpec:
     gpus_per_trial: float
     cpus_per_trial: float
     warnings: list[str]  # W&B keys reported and ignored, meanings that differ from W&B's
+    checkpoint_interval_s: float = 60.0  # a trial saves a checkpoint at most this often (0: every epoch)
+    max_failures: int = 2  # retries of a trial whose worker or node was lost
 
     @property
     def max_epochs(self) -> int:

@@ -1,9 +1,17 @@
-"""What runs inside a Ray Tune trial: the same `train()` as every other run, reporting to Tune."""
+"""What runs inside a Ray Tune trial: the same `train()` as every other run, reporting to Tune, saving
+checkpoints to continue from, and ending itself (not failing) where a retry could not help."""
 
 from __future__ import annotations
 
+import json
+import math
+import random
+import tempfile
 import time
+import traceback
+from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import ray
 import torch
@@ -12,42 +20,131 @@ from ray import tune
 from text_recognizer.data import Splits
 from text_recognizer.training import train
 
+CHECKPOINT_FILE = "trial.ckpt"  # Lightning's checkpoint: model, optimizer, LR schedule, epoch, RNG states
+META_FILE = "trial.json"  # when the trial first started, so a continued trial keeps its start time
+
 
 class ReportToTune(pl.Callback):
-    """After each validation epoch, `tune.report` val_acc and val_loss, so ASHA can stop the trial.
+    """After each validation epoch, `tune.report` val_acc and val_loss, so ASHA can stop the trial, with a
+    checkpoint at most once per `checkpoint_interval_s` of training (0: every epoch).
 
     Ray's TuneReportCheckpointCallback reports only metrics that Lightning logged; we also report when
-    the trial started and how long the epoch took (train + validation), which results.csv and the
-    efficiency benchmark need and which float32 logging would round away. No checkpoints: ASHA does not
-    resume trials, and writing them costs time in every epoch.
+    the trial started, how long the epoch took (train + validation) and the trial's Ray node, which
+    results.csv and the benchmarks need. A training loss that becomes NaN or infinite ends the trial at
+    once with `diverged` in its last result.
     """
 
-    def __init__(self, trial_start: float):
+    def __init__(self, trial_start: float, checkpoint_interval_s: float):
         self.trial_start = trial_start
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.last_checkpoint = time.monotonic()  # a trial shorter than the interval saves none
         self.epoch_start = 0.0
-        self.node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on
+        self.diverged = False
+        self.node = ray.get_runtime_context().get_node_id()
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_start = time.perf_counter()
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not torch.isfinite(pl_module.train_loss_sum):  # a running sum: NaN or inf once any loss was
+            self.diverged = trainer.should_stop = True
+            self.report(trainer, diverged=True)
+
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.diverged:
             return
+        if not math.isfinite(trainer.callback_metrics["val_loss"].item()):
+            self.diverged = trainer.should_stop = True
+            return self.report(trainer, diverged=True)
+        due = time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s
+        if not due or trainer.current_epoch + 1 >= trainer.max_epochs:  # nothing left to continue
+            return self.report(trainer)
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            (Path(folder) / META_FILE).write_text(json.dumps({"trial_start": self.trial_start}))
+            self.report(trainer, checkpoint=tune.Checkpoint.from_directory(folder))  # Tune copies it
+        self.last_checkpoint = time.monotonic()
+
+    def report(self, trainer, checkpoint=None, diverged: bool = False) -> None:
+        metrics = trainer.callback_metrics
+        nan = torch.tensor(float("nan"))
         tune.report(
             {
-                "val_acc": trainer.callback_metrics["val_acc"].item(),
-                "val_loss": trainer.callback_metrics["val_loss"].item(),
+                "val_acc": metrics.get("val_acc", nan).item() if not diverged else float("nan"),
+                "val_loss": metrics.get("val_loss", nan).item() if not diverged else float("nan"),
                 "epoch": trainer.current_epoch + 1,
                 "epoch_time_s": time.perf_counter() - self.epoch_start,
                 "trial_start": self.trial_start,
                 "node": self.node,
-            }
+                "diverged": diverged,
+                "failed": "",
+            },
+            checkpoint=checkpoint,
         )
 
 
+class RngState(pl.Callback):
+    """Keeps the random generators' states in Lightning's checkpoints, and sets them again when a run
+    continues from one: the batch order and the dropout masks draw from them, so a continued trial trains
+    as the uninterrupted one would have."""
+
+    def state_dict(self) -> dict:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        numpy_state = (kind, keys.tolist(), position, has_gauss, gauss)  # plain types: torch.load's weights_only
+        rng = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"rng": rng}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        rng = state_dict["rng"]
+        torch.set_rng_state(rng["torch"])
+        kind, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def run_trial(values: dict, *, spec, splits: Splits) -> None:
-    """Tune's function trainable; `spec` and `splits` arrive once per node through the object store."""
+    """Tune's function trainable; `spec` and `splits` arrive once per node through the object store.
+
+    A trial that Tune retries (its worker or node was lost) continues from its latest checkpoint. An
+    exception of the training code itself would be raised again by a retry: the trial ends with it in
+    its last result (`failed`) and its traceback in error.txt, instead of raising it for Tune to retry.
+    """
     trial_start = time.time()
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
-    train(spec.trial_config(values), splits=splits, callbacks=[ReportToTune(trial_start)], quiet=True)
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt_path = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(folder)
+            ckpt_path = str(Path(folder) / CHECKPOINT_FILE)
+            trial_start = json.loads((Path(folder) / META_FILE).read_text())["trial_start"]
+        callback = ReportToTune(trial_start, spec.checkpoint_interval_s)
+        try:
+            train(
+                spec.trial_config(values),
+                splits=splits,
+                callbacks=[callback, RngState()],
+                quiet=True,
+                ckpt_path=ckpt_path,
+            )
+        except Exception as exc:
+            trial_dir = Path(tune.get_context().get_trial_dir())
+            (trial_dir / "error.txt").write_text(traceback.format_exc())
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            tune.report(
+                {
+                    "val_acc": float("nan"),
+                    "val_loss": float("nan"),
+                    "epoch": 0,
+                    "epoch_time_s": 0.0,
+                    "trial_start": trial_start,
+                    "node": callback.node,
+                    "diverged": False,
+                    "failed": line,
+                }
+            )

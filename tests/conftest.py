@@ -48,3 +48,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"browser screenshots ({len(SCREENSHOTS)}):")
         for path in SCREENSHOTS:
             terminalreporter.write_line(f"  {path}")
+
+
+def load_study(experiment_dir: Path, name: str):
+    """The Optuna study of a sweep, from its journal file."""
+    import optuna
+
+    from sweep.files import OPTUNA_JOURNAL
+
+    backend = optuna.storages.journal.JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))

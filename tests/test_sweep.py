@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from sweep.files import OPTUNA_JOURNAL
-from tests.conftest import ROOT, last_line, parse_metrics, run_cli
+from tests.conftest import ROOT, last_line, load_study, parse_metrics, run_cli
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config
 
@@ -253,6 +253,20 @@ def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
     assert message.startswith("ValueError: Precision '64-bits' is invalid")
     assert Path(traceback_file.rstrip(")")).exists()
     assert "1 failed" in run.stdout and "FAILED trial" in run.stdout
+    assert failed["retries"] == "0"  # an error of the training code would come back: it is not retried
+    states = {t.params["precision"]: t.state.name for t in load_study(tmp_path / "failing", "failing_test").trials}
+    assert states == {"32-true": "COMPLETE", "64-bits": "FAIL"}
+
+
+def test_a_diverging_trial_stops_at_once_and_is_told_to_optuna_as_pruned(tmp_path):
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "diverging.yaml", tmp_path, "diverging")
+    rows = {float(row["lr"]): row for row in rows}
+    diverged, trained = rows[1e6], rows[0.05]
+    assert diverged["status"] == "diverged" and diverged["epochs"] == "1" and diverged["val_acc"] == ""
+    assert trained["status"] == "completed" and float(trained["val_acc"]) > 0.5
+    assert "1 diverged" in run.stdout and f"best trial {trained['trial_id']}" in run.stdout
+    states = {t.params["lr"]: t.state.name for t in load_study(tmp_path / "diverging", "diverging_test").trials}
+    assert states == {1e6: "PRUNED", 0.05: "COMPLETE"}  # TPE ignores FAIL trials: it learns from PRUNED
 
 
 def test_wandb_meanings_hold_in_a_real_sweep(tmp_path):

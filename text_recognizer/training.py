@@ -54,12 +54,14 @@ def train(
     callbacks: list[pl.Callback] | None = None,
     output_dir: str | Path | None = None,
     quiet: bool = False,
+    ckpt_path: str | None = None,
 ) -> dict:
     """Fit the model that `config` (a resolved config, see `resolve_config`) describes.
 
     With `output_dir`, saves the best checkpoint and TensorBoard logs there and evaluates the best
     checkpoint on the validation and test sets. Without, it is a sweep trial: no files, no test set.
-    `quiet` turns off the progress bar, the model summary and Lightning's info lines.
+    `quiet` turns off the progress bar, the model summary and Lightning's info lines. `ckpt_path`: a
+    Lightning checkpoint of this run to continue from (a sweep trial that Tune retries or resumes).
     Returns val_acc, val_loss, epochs run and, with `output_dir`, test_acc and the checkpoint path.
     """
     groups = group_kwargs(config)
@@ -106,12 +108,12 @@ def train(
     with warnings.catch_warnings():
         # Lightning 2.6 calls a torch API that torch 2.14 deprecates; nothing a user can act on.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        return fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet)
+        return fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet, ckpt_path)
 
 
-def fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet: bool) -> dict:
+def fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet: bool, ckpt_path: str | None = None) -> dict:
     """Fit; with a checkpoint callback, evaluate the best checkpoint on the validation and test sets."""
-    trainer.fit(lit_model, datamodule=data)
+    trainer.fit(lit_model, datamodule=data, ckpt_path=ckpt_path)
     metrics = {"epochs": trainer.current_epoch}
     if checkpoint is None:
         metrics.update({k: trainer.callback_metrics[k].item() for k in ("val_acc", "val_loss")})
