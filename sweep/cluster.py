@@ -40,6 +40,8 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
     `log_to_driver`."""
     import ray
 
+    # A Ray Job's driver (`ray job submit ... -- python -m sweep run ...`) is told its cluster this way.
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
     kwargs = {"address": address} if address else {"include_dashboard": True, "dashboard_host": dashboard_host}
@@ -55,11 +57,17 @@ class RayStart:
     On 2 cores each takes ~4 s; side by side they take ~5. The thread stays alive until the process ends:
     Ray starts its processes with a parent-death signal, which Linux sends when the *thread* that started
     them exits. Call `shutdown()` before exiting: the agents that Ray's raylet starts outlive a killed Ray.
+
+    Joining a cluster takes under a second, and done side by side with the import of torch it can crash
+    the process (seen in a Ray Job: "oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", then SIGSEGV), so
+    that is done by `result()`, in the calling thread, after the imports.
     """
 
     def __init__(self, address: str | None, **options):
         self.started: Future = Future()  # Ray's context, or start_ray's error
-        threading.Thread(target=self._run, args=(address, options), name="ray-start", daemon=True).start()
+        self.joining = (address or os.environ.get("RAY_ADDRESS"), options)  # RAY_ADDRESS: in a Ray Job
+        if not self.joining[0]:
+            threading.Thread(target=self._run, args=(address, options), name="ray-start", daemon=True).start()
 
     def _run(self, address: str | None, options: dict) -> None:
         try:
@@ -70,13 +78,21 @@ class RayStart:
 
     def result(self):
         """Ray's context, once it has started; start_ray's error if it failed."""
+        address, options = self.joining
+        if address and not self.started.done():
+            try:
+                self.started.set_result(start_ray(address, **options))
+            except BaseException as exc:
+                self.started.set_exception(exc)
         return self.started.result()
 
     def shutdown(self) -> None:
         """Stop the Ray this started or joined, once its start has ended; a second call does nothing."""
-        import ray
-
+        if self.joining[0] and not self.started.done():
+            return  # never joined
         if self.started.exception() is None:
+            import ray
+
             ray.shutdown()
 
 

@@ -15,7 +15,7 @@ from ray import tune
 from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, write_atomically
 from sweep.space import SweepSpec
 
-EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s"]
+EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s", "node"]
 BASE_COLUMNS = [
     "trial_id",
     "status",
