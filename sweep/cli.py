@@ -1,13 +1,16 @@
-"""python -m sweep {run,best,final,validate,report,dashboard}: parse, call, print; errors are one line."""
+"""python -m sweep {run,resume,best,final,validate,report,dashboard}: parse, call, print; errors: one line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
 
+from sweep.cluster import RayStart
 from text_recognizer.util import OneLineParser, UserError, load_yaml_mapping
 
 
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="experiment directory name (default: the YAML's name and the time)")
     run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
     run.add_argument("--verbose", action="store_true", help="Tune's own tables and the trials' output")
+
+    resume = commands.add_parser(
+        "resume", help="continue a sweep whose driver ended (a kill, Ctrl-C, a reboot), or grow a finished one"
+    )
+    resume.add_argument("experiment_dir")
+    resume.add_argument("--num-samples", type=int, help="grow the sweep to this many trials in all")
+    resume.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
+    resume.add_argument("--verbose", action="store_true", help="Tune's own tables and the trials' output")
 
     best = commands.add_parser("best", help="print the best config and the results table of a sweep")
     best.add_argument("experiment_dir")
@@ -84,25 +95,101 @@ def overridden(spec, args):
 
 
 def cmd_run(args, argv, ray_start) -> int:
-    from sweep.runner import run_final, run_sweep  # torch and Lightning: ~4 s, while Ray starts
+    from sweep.runner import run_sweep  # torch and Lightning: ~4 s, while Ray starts
     from sweep.space import load_spec
 
     spec = overridden(load_spec(args.space), args)
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    result = run_sweep(
-        spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start, verbose=args.verbose
-    )
+    experiment_dir = Path(args.storage_path).resolve() / name
+    with resume_hint(experiment_dir):
+        result = run_sweep(
+            spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start, verbose=args.verbose
+        )
+    return finish_sweep(spec, result, args.final)
+
+
+def cmd_resume(args) -> int:
+    from sweep.runner import resume_sweep
+
+    experiment_dir = Path(args.experiment_dir).resolve()
+    spec = resumed_spec(experiment_dir)
+    ray_start = RayStart(args.address, log_to_driver=args.verbose)
+    try:
+        with resume_hint(experiment_dir):
+            spec, result = resume_sweep(
+                spec, experiment_dir, grow_to=args.num_samples, ray_start=ray_start, verbose=args.verbose
+            )
+    finally:
+        ray_start.shutdown()
+    if result is None:
+        print(
+            f"sweep '{spec.name}' in {experiment_dir} is finished ({spec.num_samples} trials): nothing to resume; "
+            f"`python -m sweep resume {experiment_dir} --num-samples N` grows it to N trials"
+        )
+        return 0
+    return finish_sweep(spec, result, final=False)
+
+
+def resumed_spec(experiment_dir: Path):
+    """The spec a sweep ran with: its command line again over its search-space file, which must not have
+    changed since (sweep.yaml holds what it resolved to then)."""
+    from sweep.files import SPEC_FILE
+    from sweep.runner import resolved_spec
+    from sweep.space import load_spec
+
+    saved_path = experiment_dir / SPEC_FILE
+    if not saved_path.exists() or not (experiment_dir / "tuner.pkl").exists():
+        raise UserError(f"{experiment_dir}: not a sweep's experiment directory (no {SPEC_FILE} or Tune's tuner.pkl)")
+    saved = load_yaml_mapping(saved_path)
+    argv = saved["command"][3:]  # run SPACE [flags]
+    args = build_parser().parse_args(argv)
+    space = Path(saved["cwd"]) / args.space  # an absolute space path stays as it is
+    spec = dataclasses.replace(overridden(load_spec(str(space)), args), num_samples=saved["num_samples"])
+    now = resolved_spec(spec, argv)
+    for key, value in saved.items():
+        if key not in ("source", "cwd", "command") and now.get(key) != value:
+            raise UserError(
+                f"{space}: changed since the sweep in {experiment_dir} started (its '{key}' differs from "
+                f"{saved_path}); put the file back as it was, or start a new sweep with `python -m sweep run`"
+            )
+    return spec
+
+
+@contextlib.contextmanager
+def resume_hint(experiment_dir: Path):
+    """An error in the driver, once the sweep has started, names the command that continues it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception:
+        if (experiment_dir / "tuner.pkl").exists():
+            traceback.print_exc()
+            raise UserError(
+                f"the sweep's driver failed (traceback above); continue the sweep with "
+                f"`python -m sweep resume {experiment_dir}`"
+            ) from None
+        raise
+
+
+def finish_sweep(spec, result, final: bool) -> int:
+    from sweep.runner import run_final
+
     print_summary(spec, result)
     if result.report is not None:
         print_report(*result.report.result(), result.experiment_dir)
     if any(row["status"] == "interrupted" for row in result.rows):
-        print("sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml", file=sys.stderr)
+        print(
+            "sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml; continue "
+            f"the sweep with `python -m sweep resume {result.experiment_dir}`",
+            file=sys.stderr,
+        )
         return 130
     if result.best is None:
         return 1
-    if args.final:
+    if final:
         print_final(run_final(result.experiment_dir))
     return 0
 
@@ -204,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     ray_start = None
     try:
         if args.command == "run":
-            from sweep.cluster import RayStart
-
             load_yaml_mapping(args.space)  # a missing file or broken YAML is reported before Ray starts
             if args.address and args.dashboard_host != "127.0.0.1":
                 raise UserError("--dashboard-host is for a local Ray; a cluster's is set by `ray start --head`")
             ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
             return cmd_run(args, argv, ray_start)
+        if args.command == "resume":
+            return cmd_resume(args)
         if args.command == "best":
             return cmd_best(args)
         if args.command == "validate":

@@ -12,6 +12,7 @@ BEST_CONFIG = "best_config.yaml"  # the best trial's complete run config
 SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experiment directory ran
 OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard
 REPORT_HTML = "report.html"
+ENDED = ("completed", "stopped early", "error", "diverged")  # results.csv statuses that a resumed sweep keeps
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -19,3 +20,13 @@ def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def parse_cell(text: str):
+    """A parameter's value as results.csv writes it: an int, a float, or the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

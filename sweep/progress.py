@@ -12,6 +12,7 @@ import time
 from ray import tune
 from tqdm import tqdm
 
+from sweep.files import ENDED
 from sweep.results import ResultsWriter
 from sweep.space import SweepSpec
 
@@ -29,19 +30,31 @@ class ProgressView(tune.Callback):
     def __init__(self, spec: SweepSpec, writer: ResultsWriter, stream=None):
         self.spec = spec
         self.writer = writer
-        self.stream = stream or sys.stdout
-        self.start = self.last_status = time.monotonic()
+        self.stream = stream
         self.running: set[str] = set()
-        self.ended = 0
         self.bar = None
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment: not the terminal
+        return {**self.__dict__, "stream": None, "bar": None}
+
+    def setup(self, **info):
+        """At the start of a sweep, or of its resumption (the writer has read results.csv back by then)."""
+        self.stream = self.stream or sys.stdout
+        self.start = self.last_status = time.monotonic()
+        self.before = {k for k, row in self.writer.rows.items() if row["status"] in ENDED}  # a resumed sweep's
+        self.ended = len(self.before)
         if self.stream.isatty():
             self.bar = tqdm(
-                total=spec.num_samples,
+                total=self.spec.num_samples,
+                initial=self.ended,
                 file=self.stream,
                 bar_format="{n_fmt}/{total_fmt} trials |{bar:20}| {desc}",
                 dynamic_ncols=True,
                 leave=False,
             )
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
@@ -58,6 +71,8 @@ class ProgressView(tune.Callback):
 
     def ended_trial(self, trial) -> None:
         self.running.discard(trial.trial_id)
+        if trial.trial_id in self.before:
+            return
         self.ended += 1
         self.write(self.trial_line(self.writer.rows[trial.trial_id]))
         if self.bar is not None:
@@ -86,8 +101,9 @@ class ProgressView(tune.Callback):
         if best is not None:
             parts.append(f"best {self.spec.metric} {best[self.spec.metric]:.4f} (trial {best['trial_id']})")
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
-        if 0 < self.ended < self.spec.num_samples:
-            left = elapsed / self.ended * (self.spec.num_samples - self.ended)
+        ended_here = self.ended - len(self.before)
+        if 0 < ended_here and self.ended < self.spec.num_samples:
+            left = elapsed / ended_here * (self.spec.num_samples - self.ended)
             parts.append(f"~{tqdm.format_interval(left)} left")
         return ", ".join(parts)
 
@@ -110,3 +126,4 @@ class ProgressView(tune.Callback):
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

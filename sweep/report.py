@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from sweep.files import EPOCHS_CSV, REPORT_HTML, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.files import EPOCHS_CSV, REPORT_HTML, RESULTS_CSV, SPEC_FILE, parse_cell, write_atomically
 from text_recognizer.util import UserError
 
 LEGEND_TRIALS = 20  # a legend of more trials than this hides the plot (the HTML has hover labels instead)
@@ -29,15 +29,6 @@ PLOTS = {  # id: title; each is drawn as report.html's <div id=...> and as <id>.
     "importance": "Parameter importance (fANOVA)",
     "learning-curves": "Learning curves: the metric per epoch of every trial (early stops end early)",
 }
-
-
-def parse_cell(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from ray import tune
 
-from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, write_atomically
+from sweep.files import BEST_CONFIG, ENDED, EPOCHS_CSV, RESULTS_CSV, parse_cell, write_atomically
 from sweep.space import SweepSpec
 
 EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s", "node"]
@@ -37,14 +37,34 @@ def is_better(value: float, than: float | None, mode: str) -> bool:
 
 
 class ResultsWriter(tune.Callback):
-    """A Tune callback on the driver: one row per trial, written to disk whenever a trial ends."""
+    """A Tune callback on the driver: one row per trial, written to disk whenever a trial ends.
+
+    Tune pickles it with the experiment; when a sweep resumes (Tuner.restore) or grows, `setup` reads
+    the rows back from results.csv. Rows of ended trials are then final: Tune's own record of the
+    experiment is saved every ~10 s and may still have such a trial as running.
+    """
 
     def __init__(self, spec: SweepSpec, experiment_dir: Path):
         self.spec = spec
         self.experiment_dir = experiment_dir
         self.rows: dict[str, dict] = {}
-        with open(experiment_dir / EPOCHS_CSV, "w", newline="") as f:
-            csv.writer(f).writerow(EPOCH_COLUMNS)
+        self.ended: set[str] = set()
+        self.restored = False  # rows read back, not yet matched against Tune's trials
+
+    def setup(self, **info):
+        if not self.rows and (self.experiment_dir / RESULTS_CSV).exists():
+            self.rows = {row["trial_id"]: row for row in load_rows(self.experiment_dir, self.spec)}
+            self.ended = {trial_id for trial_id, row in self.rows.items() if row["status"] in ENDED}
+            self.restored = True
+        if not (self.experiment_dir / EPOCHS_CSV).exists():
+            with open(self.experiment_dir / EPOCHS_CSV, "w", newline="") as f:
+                csv.writer(f).writerow(EPOCH_COLUMNS)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.restored:  # a row of a trial that Tune's saved state does not know: it starts again as new
+            known = {trial.trial_id for trial in trials}
+            self.rows = {k: row for k, row in self.rows.items() if k in known or row["status"] in ENDED}
+            self.restored = False
 
     def row(self, trial) -> dict:
         if trial.trial_id not in self.rows:
@@ -67,7 +87,10 @@ class ResultsWriter(tune.Callback):
         return self.rows[trial.trial_id]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id in self.ended:
+            return
         row = self.row(trial)
+        row["status"] = "running"  # also an interrupted trial that continues
         row["start_time"] = result["trial_start"]
         row["node"] = result["node"]
         row["duration_s"] = time.time() - result["trial_start"]
@@ -88,6 +111,8 @@ class ResultsWriter(tune.Callback):
         self.row(trial)["retries"] += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
         row = self.row(trial)
         if row["error"]:
             row["status"] = "error"
@@ -99,6 +124,8 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Tune gave up on the trial: its worker or node was lost more than max_failures times."""
+        if trial.trial_id in self.ended:
+            return
         row = self.row(trial)
         row["status"] = "error"
         row["error"] = error_summary(trial)
@@ -107,6 +134,7 @@ class ResultsWriter(tune.Callback):
     def end(self, row: dict) -> None:
         if row["start_time"] is not None:
             row["duration_s"] = time.time() - row["start_time"]
+        self.ended.add(row["trial_id"])
         self.write()
 
     def finish(self) -> None:
@@ -116,17 +144,14 @@ class ResultsWriter(tune.Callback):
                 row["status"] = "interrupted"
         self.write()
 
+    def on_experiment_end(self, trials, **info):
+        self.finish()
+
     def ordered_rows(self) -> list[dict]:
-        return sorted(self.rows.values(), key=lambda r: (r["start_time"] is None, r["start_time"] or 0))
+        return ordered(self.rows.values())
 
     def best_row(self) -> dict | None:
-        best = None
-        key = self.spec.metric
-        for row in self.rows.values():
-            if row[key] is not None and row["status"] not in ("error", "diverged"):
-                if best is None or is_better(row[key], best[key], self.spec.mode):
-                    best = row
-        return best
+        return best_row(self.rows.values(), self.spec)
 
     def write(self) -> None:
         columns = BASE_COLUMNS[:2] + list(self.spec.params) + BASE_COLUMNS[2:]
@@ -139,6 +164,35 @@ class ResultsWriter(tune.Callback):
         best = self.best_row()
         if best is not None:
             write_best_config(self.spec, best, self.experiment_dir / BEST_CONFIG)
+
+
+def ordered(rows) -> list[dict]:
+    return sorted(rows, key=lambda r: (r["start_time"] is None, r["start_time"] or 0))
+
+
+def best_row(rows, spec: SweepSpec) -> dict | None:
+    best = None
+    key = spec.metric
+    for row in rows:
+        if row[key] is not None and row["status"] not in ("error", "diverged"):
+            if best is None or is_better(row[key], best[key], spec.mode):
+                best = row
+    return best
+
+
+def load_rows(experiment_dir: Path, spec: SweepSpec) -> list[dict]:
+    """results.csv's rows, typed as ResultsWriter keeps them."""
+    with open(experiment_dir / RESULTS_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    numbers = {"val_acc": float, "val_loss": float, "best_epoch": int, "duration_s": float}
+    for row in rows:
+        for key in spec.params:
+            row[key] = parse_cell(row[key])
+        for key, kind in numbers.items():
+            row[key] = kind(row[key]) if row[key] != "" else None
+        row.update(epochs=int(row["epochs"]), train_time_s=float(row["train_time_s"]), retries=int(row["retries"]))
+        row["start_time"] = datetime.fromisoformat(row["start"]).timestamp() if row["start"] else None
+    return rows
 
 
 def error_summary(trial) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
-from sweep.files import BEST_CONFIG, SPEC_FILE, write_atomically
-from sweep.results import ResultsWriter
+from sweep.files import BEST_CONFIG, ENDED, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.results import ResultsWriter, ordered
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
 from text_recognizer.data import DATA_CLASSES, Splits
@@ -42,10 +43,16 @@ def load_splits(config: dict) -> Splits:
 
 
 def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
+    write_atomically(experiment_dir / SPEC_FILE, yaml.safe_dump(resolved_spec(spec, argv), sort_keys=False))
+
+
+def resolved_spec(spec: SweepSpec, argv: list[str]) -> dict:
+    """What sweep.yaml holds: the spec with the command line's flags applied, in plain YAML types."""
     from optuna.distributions import distribution_to_json
 
     resolved = {
         "source": spec.path,
+        "cwd": os.getcwd(),  # where `source` and the command's relative paths are
         "command": ["python", "-m", "sweep", *argv],
         "name": spec.name,
         "metric": spec.metric,
@@ -71,7 +78,7 @@ def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
             for name, p in spec.params.items()
         },
     }
-    write_atomically(experiment_dir / SPEC_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    return yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_sweep(
@@ -86,90 +93,126 @@ def run_sweep(
 ) -> SweepResult:
     """Run the sweep on a local Ray or the cluster at `address` (or on the one `ray_start` is starting);
     Ray is shut down at the end, also when something fails. `verbose`: Tune's own output, not ours."""
+    experiment_dir = Path(storage_path).resolve() / name
+    if experiment_dir.exists():
+        raise UserError(
+            f"{experiment_dir} already exists: continue that sweep with `python -m sweep resume {experiment_dir}`, "
+            "or pass another --name"
+        )
     ray_start = ray_start or RayStart(address, log_to_driver=verbose)
     try:
-        return sweep_on_ray(spec, ray_start.result(), Path(storage_path).resolve(), name, argv or [], verbose)
+        context = ray_start.result()
+        experiment_dir.mkdir(parents=True)
+        save_spec(spec, experiment_dir, argv or [])
+        return sweep_on_ray(spec, context, experiment_dir, verbose, "run")
     finally:
         ray_start.shutdown()
 
 
-def sweep_on_ray(
-    spec: SweepSpec, context, storage_path: Path, name: str, argv: list[str], verbose: bool
-) -> SweepResult:
+def resume_sweep(
+    spec: SweepSpec, experiment_dir: Path, *, grow_to: int | None = None, ray_start: RayStart, verbose: bool = False
+) -> tuple[SweepSpec, SweepResult | None]:
+    """Continue a sweep whose driver ended before it did (Tune's restore: ended trials are kept, running
+    ones continue from their checkpoints, the searcher from its state), then grow it to `grow_to` trials
+    with a new Tune run over the same Optuna study. The result is None when there is nothing to do."""
+    from sweep.results import best_row, load_rows
+
+    rows = load_rows(experiment_dir, spec) if (experiment_dir / RESULTS_CSV).exists() else []
+    unfinished = any(row["status"] not in ENDED for row in rows) or (
+        len(rows) < spec.num_samples and not spec.reached_target((best_row(rows, spec) or {}).get(spec.metric, 0))
+    )
+    grow = grow_to is not None and grow_to > max(len(rows), spec.num_samples)
+    if not (unfinished or grow):
+        return spec, None
+    try:
+        context = ray_start.result()
+        result = sweep_on_ray(spec, context, experiment_dir, verbose, "restore") if unfinished else None
+        if grow:
+            spec = dataclasses.replace(spec, num_samples=grow_to)
+            save_spec(spec, experiment_dir, load_yaml_mapping(experiment_dir / SPEC_FILE)["command"][3:])
+            result = sweep_on_ray(spec, context, experiment_dir, verbose, "grow")
+        return spec, result
+    finally:
+        ray_start.shutdown()
+
+
+def sweep_on_ray(spec: SweepSpec, context, experiment_dir: Path, verbose: bool, mode: str) -> SweepResult:
+    """mode: 'run' a new sweep, 'restore' one whose driver ended (Tune's own restore), or 'grow' a
+    finished one to spec.num_samples trials, its searcher learning from the trials the study holds."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sweep.progress import ProgressView
+    from sweep.results import best_row, load_rows
     from sweep.searcher import make_searcher
     from sweep.trial import run_trial
 
-    experiment_dir = storage_path / name
-    if experiment_dir.exists():
-        raise UserError(f"{experiment_dir} already exists: pass another --name, or delete it")
     concurrency = trial_concurrency(spec, ray.cluster_resources())
+    rows = load_rows(experiment_dir, spec) if mode != "run" else []
     # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
     # so each node holds one copy, which its trials read without copying.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, splits=load_splits(spec.base_config)),
+        tune.with_parameters(
+            run_trial,
+            spec=spec,
+            splits=load_splits(spec.base_config),
+            ended=frozenset(row["trial_id"] for row in rows if row["status"] in ENDED),
+        ),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
-    experiment_dir.mkdir(parents=True)
-    save_spec(spec, experiment_dir, argv)
-
-    scheduler = FIFOScheduler()
-    if spec.asha:
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
-    writer = ResultsWriter(spec, experiment_dir)
     target = f" until {spec.target_text}" if spec.target is not None else ""
+    doing = {"run": "", "restore": f"resuming ({len(rows)} trials so far) ", "grow": f"growing from {len(rows)} to "}
     print(
-        f"sweep '{spec.name}': {spec.num_samples} trials, {concurrency} at a time, "
+        f"sweep '{spec.name}': {doing[mode]}{spec.num_samples} trials, {concurrency} at a time, "
         f"{spec.method} search {'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}{target}, "
         f"early stopping {'ASHA' if spec.asha else 'off'}; experiment directory {experiment_dir}"
         f"{dashboard_text(context)}",
         flush=True,
     )
-    view = None if verbose else ProgressView(spec, writer)
-    if view is not None:
+    if not verbose:
         # Tune's newer reporter prints its start box and a TensorBoard hint into /tmp/ray even at verbose=0;
         # the older one is silent at 0. Tune reads this when the fit starts.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=make_searcher(spec, experiment_dir),
-            scheduler=scheduler,
-            num_samples=spec.num_samples,
-            max_concurrent_trials=concurrency,
-            # One worker process serves trial after trial: imports and set-up are paid once.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(storage_path),
-            callbacks=[writer, view] if view else [writer],
-            verbose=int(verbose),
-            # A lost worker or node: the trial runs again, from its latest checkpoint, on any node with room.
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    try:
-        tuner.fit()
-    finally:
-        if view is not None:
-            view.close()
-        writer.finish()
+    if mode == "restore":  # Tune's callbacks, searcher and scheduler come back from the experiment's files
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=False)
+    else:
+        scheduler = FIFOScheduler()
+        if spec.asha:
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
+        writer = ResultsWriter(spec, experiment_dir)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                search_alg=make_searcher(spec, experiment_dir, seed_offset=len(rows)),
+                scheduler=scheduler,
+                num_samples=spec.num_samples - len(rows),
+                max_concurrent_trials=concurrency,
+                # One worker process serves trial after trial: imports and set-up are paid once.
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=experiment_dir.name,
+                storage_path=str(experiment_dir.parent),
+                callbacks=[writer] if verbose else [writer, ProgressView(spec, writer)],  # the view reads the writer
+                verbose=int(verbose),
+                # A lost worker or node: the trial runs again, from its latest checkpoint, on any node with room.
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    tuner.fit()  # the callbacks write results.csv as trials end, and when the fit ends or is interrupted
+    rows = ordered(load_rows(experiment_dir, spec))
     report = None
-    if writer.rows:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later
+    if rows:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later
         from sweep.report import write_report
 
         executor = ThreadPoolExecutor(1)
         report = executor.submit(write_report, experiment_dir)
         executor.shutdown(wait=False)  # returns now; the thread ends with the report
-    return SweepResult(experiment_dir, writer.ordered_rows(), writer.best_row(), report)
+    return SweepResult(experiment_dir, rows, best_row(rows, spec), report)
 
 
 def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from sweep.files import OPTUNA_JOURNAL
+from sweep.files import ENDED, OPTUNA_JOURNAL, RESULTS_CSV
 from sweep.space import SweepSpec
 
 
@@ -33,11 +34,27 @@ class SweepSearch(OptunaSearch):
     its user attributes, which optuna-dashboard shows, beside `tune_trial_id`, the trial_id of results.csv.
     """
 
-    def __init__(self, *, spec: SweepSpec, **kwargs):
+    def __init__(self, *, spec: SweepSpec, experiment_dir: Path, **kwargs):
         super().__init__(space=self.define_trial, **kwargs)
         self.spec = spec
+        self.experiment_dir = experiment_dir
         self.target_reached = False
         self.suggesting = ""  # the Tune trial that `define_trial` samples for
+        self.ended: set[str] = set()  # trials told to Optuna after Tune last saved this searcher
+
+    def restore(self, checkpoint_path: str):
+        """Tuner.restore: the state Tune saved (up to ~10 s before the driver ended), then what the study
+        and results.csv hold since. A trial that ended after the save is not told again; an Optuna trial
+        asked for after it is one that Tune does not know: FAIL, and Tune asks for another in its place."""
+        super().restore(checkpoint_path)
+        # The saved space is `define_trial` bound to the copy of this searcher that was pickled with it.
+        self._space = self.define_trial
+        with open(self.experiment_dir / RESULTS_CSV, newline="") as f:
+            self.ended = {row["trial_id"] for row in csv.DictReader(f) if row["status"] in ENDED}
+        known = set(self._ot_trials)  # OptunaSearch's map of Tune trial ids to Optuna trials
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.user_attrs.get("tune_trial_id") not in known:
+                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
     def define_trial(self, trial) -> dict:
         trial.set_user_attr("tune_trial_id", self.suggesting)
@@ -55,12 +72,14 @@ class SweepSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if result["failed"] or not math.isfinite(result[self.spec.metric]):
+        if trial_id in self.ended or result["failed"] or not math.isfinite(result[self.spec.metric]):
             return  # Optuna keeps the last finite value
         super().on_trial_result(trial_id, result)
         self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self.ended:
+            return
         if result is not None and result.get("failed"):  # the training code raised: FAIL
             return super().on_trial_complete(trial_id, result=None, error=True)
         diverged = result is not None and result.get("diverged")
@@ -86,19 +105,20 @@ def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.B
     return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
 
 
-def make_searcher(spec: SweepSpec, experiment_dir: Path) -> SweepSearch:
+def make_searcher(spec: SweepSpec, experiment_dir: Path, seed_offset: int = 0) -> SweepSearch:
+    """`seed_offset`: the trials a grown sweep already has, so that its random draws are new ones."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": the start line says it
     if spec.method == "grid":
         grid = {name: param.distribution.choices for name, param in spec.params.items()}
-        sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
+        sampler = optuna.samplers.GridSampler(grid, seed=spec.seed + seed_offset)
     elif spec.method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed + seed_offset)
     else:
         # Optuna samples its first 10 trials at random; in a sweep of 16 that leaves TPE little to do.
         # A quarter of the trials (4 to 10) is enough to start modelling. constant_liar: running trials
         # count as pessimistic results, so that trials running side by side spread out.
         startup = min(10, max(4, spec.num_samples // 4))
-        sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, constant_liar=True)
+        sampler = optuna.samplers.TPESampler(seed=spec.seed + seed_offset, n_startup_trials=startup, constant_liar=True)
     kwargs = dict(
         metric=spec.metric,
         mode=spec.mode,
@@ -106,4 +126,4 @@ def make_searcher(spec: SweepSpec, experiment_dir: Path) -> SweepSearch:
         study_name=spec.name,
         storage=JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))),
     )
-    return SweepSearch(**kwargs, spec=spec)
+    return SweepSearch(**kwargs, spec=spec, experiment_dir=experiment_dir)

@@ -106,13 +106,16 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def run_trial(values: dict, *, spec, splits: Splits) -> None:
+def run_trial(values: dict, *, spec, splits: Splits, ended: frozenset = frozenset()) -> None:
     """Tune's function trainable; `spec` and `splits` arrive once per node through the object store.
 
     A trial that Tune retries (its worker or node was lost) continues from its latest checkpoint. An
     exception of the training code itself would be raised again by a retry: the trial ends with it in
     its last result (`failed`) and its traceback in error.txt, instead of raising it for Tune to retry.
+    `ended`: trials that a resumed sweep has in results.csv as ended, which Tune's saved state may not.
     """
+    if tune.get_context().get_trial_id() in ended:
+        return
     trial_start = time.time()
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))

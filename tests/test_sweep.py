@@ -206,8 +206,9 @@ def test_trials_read_the_dataset_without_copying_it():
     assert grown_mib < splits.x_train.nbytes / 2**20 / 2  # 12 MiB of images: no private copy of them
 
 
-def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
-    """Ctrl-C mid-sweep: exit code 130, and results.csv and best_config.yaml hold what was done."""
+def test_interrupted_sweep_keeps_its_finished_trials_and_resumes(tmp_path):
+    """Ctrl-C mid-sweep: exit code 130, results.csv and best_config.yaml hold what was done, and the
+    printed `resume` command ends the sweep with every trial it asked for."""
     import signal
     import subprocess
     import sys
@@ -241,6 +242,13 @@ def test_interrupted_sweep_keeps_its_finished_trials(tmp_path):
     assert "interrupted" in statuses and any(status != "interrupted" for status in statuses)
     assert (tmp_path / "long" / "best_config.yaml").exists()
     assert "sweep: interrupted" in stderr
+    resume = f"python -m sweep resume {tmp_path / 'long'}"
+    assert f"`{resume}`" in stderr
+    run = run_cli(*resume.split()[1:], cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(results) as f:
+        statuses = [row["status"] for row in csv.DictReader(f)]
+    assert len(statuses) == 30 and set(statuses) <= {"completed", "stopped early"}, statuses
 
 
 def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):

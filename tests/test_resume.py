@@ -1,0 +1,109 @@
+"""A sweep whose driver is killed (SIGKILL to its process group, as the OOM killer or a lost session would),
+then `sweep resume`: ended trials kept as they were, running ones continued from their checkpoints, the
+number of trials asked for; then `resume --num-samples` grows it. A real local Ray, real trials."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, load_study, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def read_csv(path) -> list[dict]:
+    return list(csv.DictReader(open(path))) if path.exists() else []
+
+
+def epochs_by_trial(lines: list[dict]) -> dict[str, list[int]]:
+    epochs = defaultdict(list)
+    for line in lines:
+        epochs[line["trial_id"]].append(int(line["epoch"]))
+    return epochs
+
+
+def kill_sweep_mid_way(experiment_dir) -> tuple[list[dict], list[dict]]:
+    """Start the sweep; once 2 trials have ended and another has trained 3 epochs, SIGKILL the driver's
+    process group and every process it started. Returns results.csv's rows and epochs.csv's lines then."""
+    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/resumable.yaml"),
+               "--checkpoint-interval", "0", "--storage-path", str(experiment_dir.parent), "--name",
+               experiment_dir.name]  # fmt: skip
+    sweep = subprocess.Popen(command, cwd=experiment_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline and sweep.poll() is None, "the sweep ended before it could be killed"
+        ended = {row["trial_id"] for row in read_csv(experiment_dir / "results.csv") if row["status"] == "completed"}
+        running = {k: v for k, v in epochs_by_trial(read_csv(experiment_dir / "epochs.csv")).items() if k not in ended}
+        if len(ended) >= 2 and running and max(map(len, running.values())) >= 3:
+            break
+        time.sleep(0.05)
+    tree = [psutil.Process(sweep.pid), *psutil.Process(sweep.pid).children(recursive=True)]
+    os.killpg(sweep.pid, signal.SIGKILL)
+    for process in tree:  # Ray's own processes too: as after a reboot
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    sweep.wait()
+    return read_csv(experiment_dir / "results.csv"), read_csv(experiment_dir / "epochs.csv")
+
+
+def test_a_killed_sweep_resumes_and_grows(tmp_path):
+    experiment_dir = tmp_path / "killed"
+    rows_then, epochs_then = kill_sweep_mid_way(experiment_dir)
+    ended_then = {row["trial_id"]: row for row in rows_then if row["status"] == "completed"}
+    interrupted = {k: v for k, v in epochs_by_trial(epochs_then).items() if k not in ended_then}
+
+    run = run_cli("-m", "sweep", "resume", str(experiment_dir), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "resuming (" in run.stdout.splitlines()[0]
+    rows = {row["trial_id"]: row for row in read_csv(experiment_dir / "results.csv")}
+    assert len(rows) == 6 and all(row["status"] == "completed" for row in rows.values()), rows
+    assert all(rows[k] == row for k, row in ended_then.items())  # ended trials: their records unchanged
+    epochs_now = epochs_by_trial(read_csv(experiment_dir / "epochs.csv")[len(epochs_then) :])
+    assert all(k not in epochs_now for k in ended_then)  # never run again
+    for trial_id, before in interrupted.items():
+        if trial_id in epochs_now:  # continued from its checkpoint: at most the epoch it was in is redone
+            assert 1 < epochs_now[trial_id][0] <= before[-1] + 1, (trial_id, before, epochs_now[trial_id])
+        assert rows[trial_id]["epochs"] == "30"
+    study = load_study(experiment_dir, "resumable_test")
+    states = [trial.state.name for trial in study.trials]
+    assert states.count("COMPLETE") == 6 and "RUNNING" not in states
+
+    again = run_cli("-m", "sweep", "resume", str(experiment_dir), cwd=tmp_path)
+    assert again.returncode == 0 and "is finished (6 trials): nothing to resume" in again.stdout
+
+    grown = run_cli("-m", "sweep", "resume", str(experiment_dir), "--num-samples", "8", cwd=tmp_path)
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    assert "growing from 6 to 8 trials" in grown.stdout.splitlines()[0]
+    rows_grown = read_csv(experiment_dir / "results.csv")
+    assert len(rows_grown) == 8 and all(row["status"] == "completed" for row in rows_grown)
+    study = load_study(experiment_dir, "resumable_test")
+    assert [t.state.name for t in study.trials].count("COMPLETE") == 8  # TPE saw all 8
+    assert "8 trials: 8 completed" in grown.stdout
+
+
+def test_run_into_an_existing_experiment_names_resume(tmp_path):
+    (tmp_path / "taken").mkdir()
+    run = run_cli("-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--storage-path", str(tmp_path),
+                  "--name", "taken", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        f"sweep: error: {tmp_path / 'taken'} already exists: continue that sweep with "
+        f"`python -m sweep resume {tmp_path / 'taken'}`, or pass another --name"
+    ]
+
+
+def test_resume_of_a_directory_that_is_no_sweep(tmp_path):
+    run = run_cli("-m", "sweep", "resume", str(tmp_path), cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [
+        f"sweep: error: {tmp_path}: not a sweep's experiment directory (no sweep.yaml or Tune's tuner.pkl)"
+    ]
