@@ -94,11 +94,9 @@ def overridden(spec, args):
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 
-def cmd_run(args, argv, ray_start) -> int:
-    from sweep.runner import run_sweep  # torch and Lightning: ~4 s, while Ray starts
-    from sweep.space import load_spec
+def cmd_run(args, argv, ray_start, spec) -> int:
+    from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
 
-    spec = overridden(load_spec(args.space), args)
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -291,11 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     ray_start = None
     try:
         if args.command == "run":
-            load_yaml_mapping(args.space)  # a missing file or broken YAML is reported before Ray starts
+            from sweep.space import load_spec  # imports torch and Lightning for the flags' schema: ~4 s
+
+            spec = overridden(load_spec(args.space), args)  # every problem of the file, before Ray starts
             if args.address and args.dashboard_host != "127.0.0.1":
                 raise UserError("--dashboard-host is for a local Ray; a cluster's is set by `ray start --head`")
             ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
-            return cmd_run(args, argv, ray_start)
+            return cmd_run(args, argv, ray_start, spec)
         if args.command == "resume":
             return cmd_resume(args)
         if args.command == "best":

@@ -101,10 +101,11 @@ def run_sweep(
         )
     ray_start = ray_start or RayStart(address, log_to_driver=verbose)
     try:
+        splits = load_splits(spec.base_config)  # decoded while Ray starts
         context = ray_start.result()
         experiment_dir.mkdir(parents=True)
         save_spec(spec, experiment_dir, argv or [])
-        return sweep_on_ray(spec, context, experiment_dir, verbose, "run")
+        return sweep_on_ray(spec, context, experiment_dir, verbose, "run", splits)
     finally:
         ray_start.shutdown()
 
@@ -136,7 +137,9 @@ def resume_sweep(
         ray_start.shutdown()
 
 
-def sweep_on_ray(spec: SweepSpec, context, experiment_dir: Path, verbose: bool, mode: str) -> SweepResult:
+def sweep_on_ray(
+    spec: SweepSpec, context, experiment_dir: Path, verbose: bool, mode: str, splits: Splits | None = None
+) -> SweepResult:
     """mode: 'run' a new sweep, 'restore' one whose driver ended (Tune's own restore), or 'grow' a
     finished one to spec.num_samples trials, its searcher learning from the trials the study holds."""
     import ray
@@ -156,7 +159,7 @@ def sweep_on_ray(spec: SweepSpec, context, experiment_dir: Path, verbose: bool, 
         tune.with_parameters(
             run_trial,
             spec=spec,
-            splits=load_splits(spec.base_config),
+            splits=splits or load_splits(spec.base_config),
             ended=frozenset(row["trial_id"] for row in rows if row["status"] in ENDED),
         ),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},

@@ -146,18 +146,45 @@ def test_missing_gpu_fails_fast_with_one_line(tmp_path):
     assert_no_ray_left(before)
 
 
-def test_bad_space_is_one_line_and_stops_ray(tmp_path):
-    """Ray starts while the YAML is read (it saves seconds per sweep); a bad YAML must not leave it running."""
+def ray_sessions() -> set[Path]:
+    """Every Ray start leaves a session directory, also one stopped at once."""
+    return set(Path("/tmp/ray").glob("session_2*"))
+
+
+@pytest.mark.parametrize(
+    "parameters, problem",
+    [
+        ("{fc1: {values: [big]}}", "key 'parameters.fc1.values': --fc1 takes int: expected int, got 'big'"),
+        (
+            "{fc3: {values: [8]}}",
+            "key 'parameters.fc3': not a flag of training/run_experiment.py: unknown flag 'fc3' (did you mean 'fc2'?)",
+        ),
+        ("{lr: {min: 0.1, max: 0.01}}", "key 'parameters.lr': min (0.1) must be below max (0.01)"),
+    ],
+)
+def test_a_bad_space_is_one_line_before_ray_starts(tmp_path, parameters, problem):
     path = tmp_path / "space.yaml"
-    path.write_text("parameters: {fc1: {values: [big]}}\n")
-    before = ray_processes()
+    path.write_text(f"parameters: {parameters}\n")
+    sessions = ray_sessions()
     run = run_cli("-m", "sweep", "run", str(path), cwd=tmp_path, timeout=60)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.strip() == f"sweep: error: {path}: {problem}"
+    assert ray_sessions() == sessions, "Ray was started"
+
+
+def test_validate_checks_files_without_ray(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("parameters: {lr: {values: [0.01, 0.001]}}\n")
+    bad.write_text("parameters: {fc3: {values: [8]}}\n")
+    sessions = ray_sessions()
+    run = run_cli("-m", "sweep", "validate", str(good), str(bad), cwd=tmp_path, timeout=60)
     assert run.returncode == 1
-    assert (
-        run.stderr.strip()
-        == f"sweep: error: {path}: key 'parameters.fc1.values': --fc1 takes int: expected int, got 'big'"
-    )
-    assert_no_ray_left(before)
+    assert run.stdout.strip() == f"{good}: ok: bayes search over lr, 8 trials"
+    unknown = "not a flag of training/run_experiment.py: unknown flag 'fc3' (did you mean 'fc2'?)"
+    assert run.stderr.strip() == f"sweep: error: {bad}: key 'parameters.fc3': {unknown}"
+    shipped = sorted(str(p) for p in (ROOT / "search_spaces").glob("*.yaml"))
+    assert run_cli("-m", "sweep", "validate", *shipped, cwd=tmp_path, timeout=60).returncode == 0
+    assert ray_sessions() == sessions
 
 
 def test_missing_space_file_is_one_line(tmp_path):
