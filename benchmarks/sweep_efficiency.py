@@ -103,6 +103,7 @@ def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, flo
         "bench",
         "--gpus-per-trial",
         str(args.gpus_per_trial),
+        *(["--checkpoint-interval", str(args.checkpoint_interval)] if args.checkpoint_interval is not None else []),
     ]
     started, started_epoch = time.perf_counter(), time.time()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -187,6 +188,7 @@ def main():
         help="trials in the sweep (12: the issue's minimum); start-up is paid once per sweep, so more trials share it",
     )
     parser.add_argument("--smoke-test", action="store_true", help="4 one-epoch trials on the MNIST sample")
+    parser.add_argument("--checkpoint-interval", type=float, help="passed to sweep run (default: its own, 60 s)")
     args = parser.parse_args()
     spec = space(args)
     with tempfile.TemporaryDirectory() as tmp:

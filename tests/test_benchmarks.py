@@ -41,3 +41,10 @@ def test_report_speed_smoke(tmp_path):
     run = run_cli(str(ROOT / "benchmarks" / "report_speed.py"), "--smoke-test", cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert figure(run.stdout, "report seconds") > 0 and "report of 6 trials" in run.stdout
+
+
+def test_checkpoint_cost_smoke(tmp_path):
+    run = run_cli(str(ROOT / "benchmarks" / "checkpoint_cost.py"), "--smoke-test", cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert figure(run.stdout, "epoch with checkpoint / without") > 0
+    assert figure(run.stdout, "sweep wall, interval 0 / default") > 0
