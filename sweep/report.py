@@ -181,8 +181,9 @@ def write_report(experiment_dir: str | Path) -> tuple[Path, list[Path]]:
     sections = []
     pngs = []
     if rows:
-        with warnings.catch_warnings():  # the matplotlib twins are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings():  # the matplotlib twins are "experimental"; and few trials give
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # flat axes, which
+            warnings.simplefilter("ignore", UserWarning)  # matplotlib warns of, and draws well enough
             figures = plotly_figures(study, rows, metric)
             pngs = write_pngs(study, rows, metric, experiment_dir)
         for name, figure in figures.items():

@@ -139,6 +139,11 @@ def run_trial(values: dict, *, spec, splits: Splits, ended: frozenset = frozense
             trial_dir = Path(tune.get_context().get_trial_dir())
             (trial_dir / "error.txt").write_text(traceback.format_exc())
             line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if str(exc).startswith("Unable to set up cluster storage"):  # Tune's check, on a node without it
+                line = (
+                    f"node {callback.node[:8]} cannot write checkpoints to the sweep's storage path: pass "
+                    "--storage-path on a filesystem that every node mounts at the same place (NFS)"
+                )
             tune.report(
                 {
                     "val_acc": float("nan"),

@@ -8,7 +8,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.files import OPTUNA_JOURNAL
 from tests.conftest import ROOT, last_line, load_study, parse_metrics, run_cli
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config
@@ -95,10 +94,7 @@ def test_experiment_dir_describes_itself(asha_sweep):
     _, experiment_dir, rows = asha_sweep
     saved = load_yaml_mapping(experiment_dir / "sweep.yaml")
     assert saved["num_samples"] == 6 and saved["command"][:4] == ["python", "-m", "sweep", "run"]
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))
-    )
-    study = optuna.load_study(study_name="asha_test", storage=storage)
+    study = load_study(experiment_dir, "asha_test")
     assert len(study.trials) == 6
     # ASHA-stopped trials are told to Optuna as pruned, with their per-epoch values, not as completed.
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

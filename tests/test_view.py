@@ -13,11 +13,9 @@ import sys
 import termios
 from pathlib import Path
 
-import optuna
 import pytest
 
-from sweep.files import OPTUNA_JOURNAL
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, load_study, run_cli
 
 pytestmark = pytest.mark.slow
 TRIAL_LINE = re.compile(r"^\[ *\d+/(\d+)\] trial (\w+)  .*  val_acc (\d\.\d{4}) \(epoch \d+\)  \d+/\d+ epochs  ")
@@ -121,12 +119,7 @@ def test_tune_optuna_and_results_csv_agree_on_rounded_values(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     experiment_dir = tmp_path / "q"
     rows = {row["trial_id"]: row for row in read_rows(experiment_dir)}
-    study = optuna.load_study(
-        study_name="q_test",
-        storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))
-        ),
-    )
+    study = load_study(experiment_dir, "q_test")
     assert len(study.trials) == len(rows) == 4
     for trial in study.trials:
         trial_id = trial.user_attrs["tune_trial_id"]
