@@ -104,3 +104,14 @@ def test_same_seed_gives_same_first_optuna_suggestions(tmp_path):
     assert first == first_suggestions(tmp_path / "b", seed=0)
     assert first != first_suggestions(tmp_path / "c", seed=1)
     assert (tmp_path / "a" / "optuna.journal").stat().st_size > 0
+
+
+def test_the_dashboard_line_warns_when_the_dashboard_is_reachable_from_other_machines():
+    from types import SimpleNamespace
+
+    from sweep.cluster import dashboard_text
+
+    assert "WARNING" not in dashboard_text(SimpleNamespace(dashboard_url="127.0.0.1:8265"))
+    exposed = dashboard_text(SimpleNamespace(dashboard_url="10.0.0.5:8265"))
+    assert exposed.startswith("; Ray dashboard http://10.0.0.5:8265") and "the token is what protects it" in exposed
+    assert dashboard_text(SimpleNamespace(dashboard_url="")) == ""  # a cluster without a dashboard
