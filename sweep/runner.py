@@ -103,6 +103,9 @@ def run_sweep(
     try:
         splits = load_splits(spec.base_config)  # decoded while Ray starts
         context = ray_start.result()
+        import ray
+
+        trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing half-made
         experiment_dir.mkdir(parents=True)
         save_spec(spec, experiment_dir, argv or [])
         return sweep_on_ray(spec, context, experiment_dir, verbose, "run", splits)

@@ -72,7 +72,7 @@ class SweepSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id in self.ended or result["failed"] or not math.isfinite(result[self.spec.metric]):
+        if trial_id in self.ended or result.get("failed") or not math.isfinite(result[self.spec.metric]):
             return  # Optuna keeps the last finite value
         super().on_trial_result(trial_id, result)
         self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])

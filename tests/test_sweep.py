@@ -318,11 +318,13 @@ def test_wandb_meanings_hold_in_a_real_sweep(tmp_path):
 
 def test_a_normal_draw_outside_the_flag_fails_only_its_trial(tmp_path):
     run, rows = sweep_run(ROOT / "tests" / "spaces" / "normal_out_of_range.yaml", tmp_path, "normal")
-    assert [row["status"] for row in rows] == ["completed", "error"]
-    assert float(rows[0]["dropout"]) == pytest.approx(0.937, abs=1e-3) and float(rows[0]["val_acc"]) > 0.1
-    assert float(rows[1]["dropout"]) == pytest.approx(1.070, abs=1e-3)
+    rows = {row["status"]: row for row in rows}  # in their start order, which the two trials share
+    assert sorted(rows) == ["completed", "error"]
+    ran, failed = rows["completed"], rows["error"]
+    assert float(ran["dropout"]) == pytest.approx(0.937, abs=1e-3) and float(ran["val_acc"]) > 0.1
+    assert float(failed["dropout"]) == pytest.approx(1.070, abs=1e-3)
     assert (
-        rows[1]["error"].startswith("ValueError: parameters.dropout: 1.07")
+        failed["error"].startswith("ValueError: parameters.dropout: 1.07")
         and "drawn from normal(mu=0.9, sigma=0.3), is not a value of --dropout: expected between 0 and 1"
-        in rows[1]["error"]
+        in failed["error"]
     )
