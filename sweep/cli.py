@@ -113,14 +113,10 @@ def cmd_resume(args) -> int:
 
     experiment_dir = Path(args.experiment_dir).resolve()
     spec = resumed_spec(experiment_dir)
-    ray_start = RayStart(args.address, log_to_driver=args.verbose)
-    try:
-        with resume_hint(experiment_dir):
-            spec, result = resume_sweep(
-                spec, experiment_dir, grow_to=args.num_samples, ray_start=ray_start, verbose=args.verbose
-            )
-    finally:
-        ray_start.shutdown()
+    with resume_hint(experiment_dir):
+        spec, result = resume_sweep(
+            spec, experiment_dir, grow_to=args.num_samples, address=args.address, verbose=args.verbose
+        )
     if result is None:
         print(
             f"sweep '{spec.name}' in {experiment_dir} is finished ({spec.num_samples} trials): nothing to resume; "

@@ -40,8 +40,6 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
     `log_to_driver`."""
     import ray
 
-    # A Ray Job's driver (`ray job submit ... -- python -m sweep run ...`) is told its cluster this way.
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
     kwargs = {"address": address} if address else {"include_dashboard": True, "dashboard_host": dashboard_host}
@@ -65,7 +63,8 @@ class RayStart:
 
     def __init__(self, address: str | None, **options):
         self.started: Future = Future()  # Ray's context, or start_ray's error
-        self.joining = (address or os.environ.get("RAY_ADDRESS"), options)  # RAY_ADDRESS: in a Ray Job
+        # A Ray Job's driver (`ray job submit ... -- python -m sweep run ...`) is told its cluster this way.
+        self.joining = (address or os.environ.get("RAY_ADDRESS"), options)
         if not self.joining[0]:
             threading.Thread(target=self._run, args=(address, options), name="ray-start", daemon=True).start()
 

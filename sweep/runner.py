@@ -102,49 +102,53 @@ def run_sweep(
     ray_start = ray_start or RayStart(address, log_to_driver=verbose)
     try:
         splits = load_splits(spec.base_config)  # decoded while Ray starts
-        context = ray_start.result()
-        import ray
-
-        trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing half-made
-        experiment_dir.mkdir(parents=True)
-        save_spec(spec, experiment_dir, argv or [])
-        return sweep_on_ray(spec, context, experiment_dir, verbose, "run", splits)
+        return sweep_on_ray(spec, ray_start.result(), experiment_dir, verbose, "run", argv or [], splits)
     finally:
         ray_start.shutdown()
 
 
 def resume_sweep(
-    spec: SweepSpec, experiment_dir: Path, *, grow_to: int | None = None, ray_start: RayStart, verbose: bool = False
+    spec: SweepSpec, experiment_dir: Path, *, grow_to: int | None = None, address: str | None = None, verbose=False
 ) -> tuple[SweepSpec, SweepResult | None]:
     """Continue a sweep whose driver ended before it did (Tune's restore: ended trials are kept, running
     ones continue from their checkpoints, the searcher from its state), then grow it to `grow_to` trials
-    with a new Tune run over the same Optuna study. The result is None when there is nothing to do."""
+    with a new Tune run over the same Optuna study. The result is None when there is nothing to do, and
+    then no Ray is started."""
     from sweep.results import best_row, load_rows
 
     rows = load_rows(experiment_dir, spec) if (experiment_dir / RESULTS_CSV).exists() else []
-    unfinished = any(row["status"] not in ENDED for row in rows) or (
-        len(rows) < spec.num_samples and not spec.reached_target((best_row(rows, spec) or {}).get(spec.metric, 0))
-    )
+    best = best_row(rows, spec)
+    target_reached = best is not None and spec.reached_target(best[spec.metric])
+    running = any(row["status"] not in ENDED for row in rows)
+    unfinished = running or (len(rows) < spec.num_samples and not target_reached)
     grow = grow_to is not None and grow_to > max(len(rows), spec.num_samples)
     if not (unfinished or grow):
         return spec, None
+    ray_start = RayStart(address, log_to_driver=verbose)
     try:
         context = ray_start.result()
         result = sweep_on_ray(spec, context, experiment_dir, verbose, "restore") if unfinished else None
         if grow:
             spec = dataclasses.replace(spec, num_samples=grow_to)
-            save_spec(spec, experiment_dir, load_yaml_mapping(experiment_dir / SPEC_FILE)["command"][3:])
-            result = sweep_on_ray(spec, context, experiment_dir, verbose, "grow")
+            argv = load_yaml_mapping(experiment_dir / SPEC_FILE)["command"][3:]
+            result = sweep_on_ray(spec, context, experiment_dir, verbose, "grow", argv)
         return spec, result
     finally:
         ray_start.shutdown()
 
 
 def sweep_on_ray(
-    spec: SweepSpec, context, experiment_dir: Path, verbose: bool, mode: str, splits: Splits | None = None
+    spec: SweepSpec,
+    context,
+    experiment_dir: Path,
+    verbose: bool,
+    mode: str,
+    argv: list[str] | None = None,
+    splits: Splits | None = None,
 ) -> SweepResult:
     """mode: 'run' a new sweep, 'restore' one whose driver ended (Tune's own restore), or 'grow' a
-    finished one to spec.num_samples trials, its searcher learning from the trials the study holds."""
+    finished one to spec.num_samples trials, its searcher learning from the trials the study holds.
+    `argv`: the `run` command line that sweep.yaml records (run and grow)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -154,7 +158,11 @@ def sweep_on_ray(
     from sweep.searcher import make_searcher
     from sweep.trial import run_trial
 
-    concurrency = trial_concurrency(spec, ray.cluster_resources())
+    concurrency = trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing made
+    if mode == "run":
+        experiment_dir.mkdir(parents=True)
+    if mode != "restore":
+        save_spec(spec, experiment_dir, argv or [])
     rows = load_rows(experiment_dir, spec) if mode != "run" else []
     # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
     # so each node holds one copy, which its trials read without copying.
