@@ -65,22 +65,17 @@ class ReportToTune(pl.Callback):
             self.report(trainer, checkpoint=tune.Checkpoint.from_directory(folder))  # Tune copies it
         self.last_checkpoint = time.monotonic()
 
+    def result(self, **values) -> dict:
+        """What every report holds; a trial that failed before an epoch ended reports NaN and epoch 0."""
+        nan = float("nan")
+        base = {"val_acc": nan, "val_loss": nan, "epoch": 0, "epoch_time_s": 0.0, "diverged": False, "failed": ""}
+        return {**base, "trial_start": self.trial_start, "node": self.node, **values}
+
     def report(self, trainer, checkpoint=None, diverged: bool = False) -> None:
         metrics = trainer.callback_metrics
-        nan = torch.tensor(float("nan"))
-        tune.report(
-            {
-                "val_acc": metrics.get("val_acc", nan).item() if not diverged else float("nan"),
-                "val_loss": metrics.get("val_loss", nan).item() if not diverged else float("nan"),
-                "epoch": trainer.current_epoch + 1,
-                "epoch_time_s": time.perf_counter() - self.epoch_start,
-                "trial_start": self.trial_start,
-                "node": self.node,
-                "diverged": diverged,
-                "failed": "",
-            },
-            checkpoint=checkpoint,
-        )
+        measured = {} if diverged else {k: metrics[k].item() for k in ("val_acc", "val_loss") if k in metrics}
+        epoch = {"epoch": trainer.current_epoch + 1, "epoch_time_s": time.perf_counter() - self.epoch_start}
+        tune.report(self.result(**measured, **epoch, diverged=diverged), checkpoint=checkpoint)
 
 
 class RngState(pl.Callback):
@@ -144,15 +139,4 @@ def run_trial(values: dict, *, spec, splits: Splits, ended: frozenset = frozense
                     f"node {callback.node[:8]} cannot write checkpoints to the sweep's storage path: pass "
                     "--storage-path on a filesystem that every node mounts at the same place (NFS)"
                 )
-            tune.report(
-                {
-                    "val_acc": float("nan"),
-                    "val_loss": float("nan"),
-                    "epoch": 0,
-                    "epoch_time_s": 0.0,
-                    "trial_start": trial_start,
-                    "node": callback.node,
-                    "diverged": False,
-                    "failed": line,
-                }
-            )
+            tune.report(callback.result(failed=line))
