@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
+import socket
 import sys
 import traceback
 from datetime import datetime
@@ -94,25 +96,35 @@ def overridden(spec, args):
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 
-def cmd_run(args, argv, ray_start, spec) -> int:
-    from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
+def cmd_run(args, argv, spec) -> int:
+    from sweep.files import claim, unclaim_if_empty
 
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     experiment_dir = Path(args.storage_path).resolve() / name
-    with resume_hint(experiment_dir):
-        result = run_sweep(
-            spec, storage_path=args.storage_path, name=name, argv=argv, ray_start=ray_start, verbose=args.verbose
-        )
+    claim(experiment_dir, new=True)  # before Ray starts: a directory in use is one line at once
+    ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
+    try:
+        from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
+
+        with resume_hint(experiment_dir):
+            result = run_sweep(spec, experiment_dir, argv=argv, ray_start=ray_start, verbose=args.verbose)
+    except BaseException:
+        unclaim_if_empty(experiment_dir)
+        raise
+    finally:
+        ray_start.shutdown()
     return finish_sweep(spec, result, args.final)
 
 
 def cmd_resume(args) -> int:
+    from sweep.files import claim
     from sweep.runner import resume_sweep
 
     experiment_dir = Path(args.experiment_dir).resolve()
     spec = resumed_spec(experiment_dir)
+    claim(experiment_dir, new=False)
     with resume_hint(experiment_dir):
         spec, result = resume_sweep(
             spec, experiment_dir, grow_to=args.num_samples, address=args.address, verbose=args.verbose
@@ -140,7 +152,8 @@ def resumed_spec(experiment_dir: Path):
     argv = saved["command"][3:]  # run SPACE [flags]
     args = build_parser().parse_args(argv)
     space = Path(saved["cwd"]) / args.space  # an absolute space path stays as it is
-    spec = dataclasses.replace(overridden(load_spec(str(space)), args), num_samples=saved["num_samples"])
+    spec = load_spec(str(space), cwd=saved["cwd"])
+    spec = dataclasses.replace(overridden(spec, args), num_samples=saved["num_samples"])
     now = resolved_spec(spec, argv)
     for key, value in saved.items():
         if key not in ("source", "cwd", "command") and now.get(key) != value:
@@ -174,6 +187,7 @@ def finish_sweep(spec, result, final: bool) -> int:
     print_summary(spec, result)
     if result.report is not None:
         print_report(*result.report.result(), result.experiment_dir)
+    print_wandb_runs(spec, result.experiment_dir)
     if any(row["status"] == "interrupted" for row in result.rows):
         print(
             "sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml; continue "
@@ -186,6 +200,12 @@ def finish_sweep(spec, result, final: bool) -> int:
     if final:
         print_final(run_final(result.experiment_dir))
     return 0
+
+
+def print_wandb_runs(spec, experiment_dir: Path) -> None:
+    """Where a program's offline W&B runs are, and how to upload them."""
+    if spec.program and list(experiment_dir.glob("*/wandb/offline-run-*")):
+        print(f"W&B runs:    offline; upload with `wandb sync {experiment_dir}/*/wandb/offline-run-*`")
 
 
 def print_summary(spec, result) -> None:
@@ -209,7 +229,10 @@ def print_summary(spec, result) -> None:
         )
     params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in spec.params)
     print(f"best trial {best['trial_id']}: {params}")
-    print(f"  {spec.metric}={best[spec.metric]:.4f} at epoch {best['best_epoch']}, {best['epochs']} epochs run")
+    print(
+        f"  {spec.metric}={spec.metric_text(best[spec.metric])} at {spec.unit} {best['best_epoch']}, "
+        f"{best['epochs']} {spec.unit}s run"
+    )
     print(f"results:     {result.experiment_dir / 'results.csv'}")
     print(f"best config: {result.experiment_dir / 'best_config.yaml'}")
     print(f"final run:   python -m sweep final {result.experiment_dir}")
@@ -227,8 +250,8 @@ def cmd_validate(args) -> int:
             print(f"sweep: error: {exc}", file=sys.stderr)
             bad += 1
             continue
-        for warning in spec.warnings:
-            print(f"warning: {path}: {warning}", file=sys.stderr)
+        for warning in spec.warnings:  # each names its file
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{path}: ok: {spec.method} search over {', '.join(spec.params)}, {spec.num_samples} trials")
     return 1 if bad else 0
 
@@ -248,6 +271,11 @@ def cmd_dashboard(args) -> int:
     journal = Path(args.experiment_dir) / OPTUNA_JOURNAL
     if not journal.exists():
         raise UserError(f"{journal}: no such file; is {args.experiment_dir} a sweep's experiment directory?")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            raise UserError(f"port {args.port} on 127.0.0.1 is in use: pass another with --port") from None
     print(f"optuna-dashboard: http://127.0.0.1:{args.port} (the study in {journal}; Ctrl-C stops it)", flush=True)
     # 127.0.0.1 only: optuna-dashboard has no login, and its pages can edit the study.
     run_server(JournalStorage(JournalFileBackend(str(journal))), host="127.0.0.1", port=args.port)
@@ -255,6 +283,10 @@ def cmd_dashboard(args) -> int:
 
 
 def print_final(metrics: dict) -> None:
+    if "metric" in metrics:  # a program's
+        print(f"final run output: {metrics['output']}")
+        print(f"final run: {metrics['metric']}={metrics['value']:.4g} (the last of {metrics['logged']} logged)")
+        return
     print(f"final run checkpoint: {metrics['checkpoint']}")
     print(f"final run: val_acc={metrics['val_acc']:.4f} test_acc={metrics['test_acc']:.4f}")
 
@@ -282,7 +314,6 @@ def cmd_best(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    ray_start = None
     try:
         if args.command == "run":
             from sweep.space import load_spec  # imports torch and Lightning for the flags' schema: ~4 s
@@ -290,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = overridden(load_spec(args.space), args)  # every problem of the file, before Ray starts
             if args.address and args.dashboard_host != "127.0.0.1":
                 raise UserError("--dashboard-host is for a local Ray; a cluster's is set by `ray start --head`")
-            ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
-            return cmd_run(args, argv, ray_start, spec)
+            return cmd_run(args, argv, spec)
         if args.command == "resume":
             return cmd_resume(args)
         if args.command == "best":
@@ -315,6 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweep: interrupted; finished trials are in the experiment directory's results.csv", file=sys.stderr)
         return 130
-    finally:
-        if ray_start is not None:  # after the message: an error in the YAML is shown before Ray is stopped
-            ray_start.shutdown()
+    except BrokenPipeError:  # `sweep best DIR | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write at exit
+        return 141  # 128 + SIGPIPE, as other tools that lose their reader

@@ -42,6 +42,8 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
 
     if address:
         check_reachable(address)
+    if log_to_driver:  # the trials' own lines, each of them: Ray would fold lines that differ in numbers only
+        os.environ["RAY_DEDUP_LOGS"] = "0"
     kwargs = {"address": address} if address else {"include_dashboard": True, "dashboard_host": dashboard_host}
     try:
         return ray.init(**kwargs, logging_level="ERROR", log_to_driver=log_to_driver)

@@ -70,13 +70,23 @@ class WeightedChoice:
 
 
 @dataclass(frozen=True)
+class IndexedChoice:
+    """i -> values[i]: a program's categorical values that Optuna cannot hold (lists, mappings)."""
+
+    values: tuple
+
+    def __call__(self, index: int) -> Any:
+        return self.values[index]
+
+
+@dataclass(frozen=True)
 class Param:
     """A searched flag: what Optuna samples, and how a sample becomes the flag's value."""
 
     flag: Flag
     distribution: od.BaseDistribution  # what Optuna samples and TPE models
     source: str  # the W&B definition, for messages and sweep.yaml
-    from_quantile: NormalQuantile | WeightedChoice | None = None  # where Optuna samples a quantile
+    from_quantile: NormalQuantile | WeightedChoice | IndexedChoice | None = None  # where Optuna samples a stand-in
     q: float | None = None  # W&B's q: the value is rounded to a multiple of q
 
     @property
@@ -115,8 +125,22 @@ def takes_float(flag: Flag) -> bool:
     return float in flag.options
 
 
-def read_param(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: str) -> Param:
-    """A parameter's W&B definition (neither a constant, a fixed setting, nor nested) -> Param."""
+def program_flag(name: str, distribution: str, pdef: dict) -> Flag:
+    """A program's parameter has no flag to check it: its type is the one W&B's distribution gives (an
+    integer for int_uniform and a q_ distribution with a whole q, a float for the others, any value that
+    is listed)."""
+    if distribution == "categorical":
+        kind = Any
+    elif distribution == "int_uniform" or (distribution.startswith("q_") and isinstance(pdef.get("q", 1), int)):
+        kind = int
+    else:
+        kind = float
+    return Flag(name, kind, None, "program")
+
+
+def read_param(reader: SpecReader, key: str, pdef: dict, flag: Flag | None, method: str, name: str = "") -> Param:
+    """A parameter's W&B definition (neither a constant, a fixed setting, nor nested) -> Param. `flag`:
+    the flag of our trainer it sets, or None for a program's parameter `name`."""
     distribution = pdef.get("distribution")
     if distribution is None:  # W&B infers it from the keys given
         if "values" in pdef:
@@ -134,7 +158,12 @@ def read_param(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: str
     allowed = DISTRIBUTION_KEYS[distribution]
     for sub in pdef:
         if sub != "distribution" and sub not in allowed:
-            reader.fail(f"{key}.{sub}", f"distribution {distribution} takes {' and '.join(allowed)}, not {sub!r}")
+            indented = " (a parameter indented into this one by mistake?)" if isinstance(pdef[sub], dict) else ""
+            reader.fail(
+                f"{key}.{sub}", f"distribution {distribution} takes {' and '.join(allowed)}, not {sub!r}{indented}"
+            )
+    if flag is None:
+        flag = program_flag(name, distribution, pdef)
     if distribution == "constant":
         reader.fail(f"{key}.value", "a constant needs 'value'")  # with 'value', it is a fixed setting
     if distribution == "categorical":
@@ -169,6 +198,11 @@ def _categorical(reader: SpecReader, key: str, pdef: dict, flag: Flag, method: s
     if not isinstance(values, list) or not values:
         reader.fail(f"{key}.values", "expected a non-empty list")
     values = [_checked(reader, f"{key}.values", flag, v) for v in values]
+    if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):  # a list or a mapping
+        if "probabilities" in pdef:
+            reader.fail(f"{key}.probabilities", "are taken with values that are numbers or strings only")
+        indices = od.CategoricalDistribution(list(range(len(values))))
+        return Param(flag, indices, source=f"values {values}", from_quantile=IndexedChoice(tuple(values)))
     if "probabilities" not in pdef or method == "grid":  # a grid tries every value: W&B's grid ignores them too
         return Param(flag, od.CategoricalDistribution(values), source=f"values {values}")
     probabilities = pdef["probabilities"]

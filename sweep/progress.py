@@ -81,13 +81,17 @@ class ProgressView(tune.Callback):
 
     def trial_line(self, row: dict) -> str:
         params = " ".join(f"{name}={format_value(row[name])}" for name in self.spec.params)
-        metric = self.spec.metric
-        score = f"{metric} {row[metric]:.4f} (epoch {row['best_epoch']})" if row[metric] is not None else f"no {metric}"
+        metric, unit = self.spec.metric, self.spec.unit
+        score = f"no {metric}"
+        if row[metric] is not None:
+            score = f"{metric} {self.spec.metric_text(row[metric])} ({unit} {row['best_epoch']})"
         status = row["status"] if row["status"] != "error" else f"FAILED: {row['error']}"
         width = len(str(self.spec.num_samples))
-        return f"[{self.ended:{width}}/{self.spec.num_samples}] trial {row['trial_id']}  {params}  {score}  " + (
-            f"{row['epochs']}/{self.spec.max_epochs} epochs  {status}"
+        length = (
+            f"{row['epochs']}/{self.spec.max_epochs} epochs" if self.spec.max_epochs else f"{row['epochs']} {unit}s"
         )
+        number = f"[{self.ended:{width}}/{self.spec.num_samples}]"
+        return f"{number} trial {row['trial_id']}  {params}  {score}  {length}  {status}"
 
     def status(self) -> str:
         rows = self.writer.rows.values()
@@ -99,7 +103,9 @@ class ProgressView(tune.Callback):
         ]
         best = self.writer.best_row()
         if best is not None:
-            parts.append(f"best {self.spec.metric} {best[self.spec.metric]:.4f} (trial {best['trial_id']})")
+            parts.append(
+                f"best {self.spec.metric} {self.spec.metric_text(best[self.spec.metric])} (trial {best['trial_id']})"
+            )
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
         ended_here = self.ended - len(self.before)
         if 0 < ended_here and self.ended < self.spec.num_samples:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,21 +16,17 @@ from ray import tune
 from sweep.files import BEST_CONFIG, ENDED, EPOCHS_CSV, RESULTS_CSV, parse_cell, write_atomically
 from sweep.space import SweepSpec
 
-EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s", "node"]
-BASE_COLUMNS = [
-    "trial_id",
-    "status",
-    "val_acc",
-    "val_loss",
-    "best_epoch",
-    "epochs",
-    "start",
-    "duration_s",
-    "train_time_s",
-    "node",
-    "retries",
-    "error",
-]
+# Around the parameters' and the metrics' columns. For a program, an "epoch" is one logged value of the
+# metric (W&B's iteration, ASHA's unit of time).
+RESULT_COLUMNS = ["best_epoch", "epochs", "start", "duration_s", "train_time_s", "node", "retries", "error"]
+
+
+def epoch_columns(spec: SweepSpec) -> list[str]:
+    return ["trial_id", "epoch", *spec.metrics, "epoch_time_s", "node"]
+
+
+def result_columns(spec: SweepSpec) -> list[str]:
+    return ["trial_id", "status", *spec.params, *spec.metrics, *RESULT_COLUMNS]
 
 
 def is_better(value: float, than: float | None, mode: str) -> bool:
@@ -58,7 +55,7 @@ class ResultsWriter(tune.Callback):
             self.restored = True
         if not (self.experiment_dir / EPOCHS_CSV).exists():
             with open(self.experiment_dir / EPOCHS_CSV, "w", newline="") as f:
-                csv.writer(f).writerow(EPOCH_COLUMNS)
+                csv.writer(f).writerow(epoch_columns(self.spec))
 
     def on_step_begin(self, iteration, trials, **info):
         if self.restored:  # a row of a trial that Tune's saved state does not know: it starts again as new
@@ -72,8 +69,7 @@ class ResultsWriter(tune.Callback):
                 "trial_id": trial.trial_id,
                 "status": "running",
                 **trial.config,  # the values that ran (see SweepSearch)
-                "val_acc": None,
-                "val_loss": None,
+                **dict.fromkeys(self.spec.metrics),
                 "best_epoch": None,
                 "epochs": 0,
                 "start": None,
@@ -94,17 +90,19 @@ class ResultsWriter(tune.Callback):
         row["start_time"] = result["trial_start"]
         row["node"] = result["node"]
         row["duration_s"] = time.time() - result["trial_start"]
-        if result["failed"]:  # the training code raised: the trial ends (see run_trial)
-            row["error"] = f"{result['failed']} (traceback: {Path(trial.path) / 'error.txt'})"
+        if result["failed"]:  # the training code raised, the program failed: the trial ends
+            where = f"output: {result['log']}" if result.get("log") else f"traceback: {Path(trial.path) / 'error.txt'}"
+            row["error"] = f"{result['failed']} ({where})"
             return
         score = result[self.spec.metric]
         if not result["diverged"] and is_better(score, row[self.spec.metric], self.spec.mode):
-            row.update(val_acc=result["val_acc"], val_loss=result["val_loss"], best_epoch=result["epoch"])
+            row.update({metric: result[metric] for metric in self.spec.metrics}, best_epoch=result["epoch"])
         row["diverged"] = result["diverged"]
+        row["stopped"] = result.get("done", False)  # the scheduler stops it with this result
         row["epochs"] = result["epoch"]
         row["train_time_s"] += result["epoch_time_s"]
         with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
-            csv.writer(f).writerow([trial.trial_id, *(result[key] for key in EPOCH_COLUMNS[1:])])
+            csv.writer(f).writerow([trial.trial_id, *(result[key] for key in epoch_columns(self.spec)[1:])])
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Tune retries the trial (its worker or node was lost), from its latest checkpoint."""
@@ -118,8 +116,10 @@ class ResultsWriter(tune.Callback):
             row["status"] = "error"
         elif row.get("diverged"):
             row["status"] = "diverged"
-        else:
+        elif self.spec.max_epochs:  # our trainer: ASHA also stops a trial at its last epoch
             row["status"] = "completed" if row["epochs"] >= self.spec.max_epochs else "stopped early"
+        else:  # a program ends by itself, or is stopped
+            row["status"] = "stopped early" if row.get("stopped") else "completed"
         self.end(row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -154,12 +154,11 @@ class ResultsWriter(tune.Callback):
         return best_row(self.rows.values(), self.spec)
 
     def write(self) -> None:
-        columns = BASE_COLUMNS[:2] + list(self.spec.params) + BASE_COLUMNS[2:]
         text = io.StringIO()
-        writer = csv.DictWriter(text, columns, extrasaction="ignore")
+        writer = csv.DictWriter(text, result_columns(self.spec), extrasaction="ignore")
         writer.writeheader()
         for row in self.ordered_rows():
-            writer.writerow(format_row(row))
+            writer.writerow(format_row(row, self.spec))
         write_atomically(self.experiment_dir / RESULTS_CSV, text.getvalue())
         best = self.best_row()
         if best is not None:
@@ -184,7 +183,7 @@ def load_rows(experiment_dir: Path, spec: SweepSpec) -> list[dict]:
     """results.csv's rows, typed as ResultsWriter keeps them."""
     with open(experiment_dir / RESULTS_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
-    numbers = {"val_acc": float, "val_loss": float, "best_epoch": int, "duration_s": float}
+    numbers = {**dict.fromkeys(spec.metrics, float), "best_epoch": int, "duration_s": float}
     for row in rows:
         for key in spec.params:
             row[key] = parse_cell(row[key])
@@ -205,13 +204,16 @@ def error_summary(trial) -> str:
     return f"{lines[-1]} (traceback: {kept})" if lines else f"traceback: {kept}"
 
 
-def format_row(row: dict) -> dict:
+def format_row(row: dict, spec: SweepSpec) -> dict:
     out = dict(row)
     if row["start_time"] is not None:
         out["start"] = datetime.fromtimestamp(row["start_time"]).isoformat(timespec="milliseconds")
-    for key in ("val_acc", "val_loss"):
+    for key in spec.params:
+        if isinstance(row[key], (list, dict)):  # a program's listed value
+            out[key] = json.dumps(row[key])
+    for key in spec.metrics:
         if row[key] is not None:
-            out[key] = f"{row[key]:.4f}"
+            out[key] = spec.metric_text(row[key])
     for key in ("duration_s", "train_time_s"):
         if row[key] is not None:
             out[key] = f"{row[key]:.2f}"
@@ -219,11 +221,17 @@ def format_row(row: dict) -> dict:
 
 
 def write_best_config(spec: SweepSpec, best: dict, path: Path) -> None:
-    config = {**spec.base_config, **{k: best[k] for k in spec.params}}
+    config = spec.trial_config({k: best[k] for k in spec.params})
+    if spec.program:
+        how = f"# The program's arguments: python -m sweep final {path.parent} runs it with them.\n"
+    else:
+        how = (
+            f"# A complete run config: python -m sweep final {path.parent}   or\n"
+            f"#   python training/run_experiment.py --config {path}\n"
+        )
     header = (
         f"# Best trial {best['trial_id']} of sweep '{spec.name}' ({spec.path}): {spec.metric}="
-        f"{best[spec.metric]:.4f} at epoch {best['best_epoch']} of {best['epochs']} ({best['status']}).\n"
-        f"# A complete run config: python -m sweep final {path.parent}   or\n"
-        f"#   python training/run_experiment.py --config {path}\n"
+        f"{spec.metric_text(best[spec.metric])} at {spec.unit} {best['best_epoch']} of {best['epochs']} "
+        f"({best['status']}).\n{how}"
     )
     write_atomically(path, header + yaml.safe_dump(config, sort_keys=False))

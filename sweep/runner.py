@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,15 @@ from pathlib import Path
 import yaml
 
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
-from sweep.files import BEST_CONFIG, ENDED, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.files import BEST_CONFIG, ENDED, LOCK, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.params import IndexedChoice
 from sweep.results import ResultsWriter, ordered
 from sweep.space import SweepSpec
 from text_recognizer.config import group_kwargs, resolve_config
 from text_recognizer.data import DATA_CLASSES, Splits
 from text_recognizer.util import UserError, load_yaml_mapping
+
+MAX_ITERATIONS = 10**9  # ASHA's max_t for a program, whose number of logged values is not known
 
 
 @dataclass
@@ -73,38 +77,44 @@ def resolved_spec(spec: SweepSpec, argv: list[str]) -> dict:
             name: {
                 "source": p.source,
                 "optuna": json.loads(distribution_to_json(p.distribution)),
-                **({"sampled": "quantile"} if p.from_quantile else {}),
+                **(
+                    {"sampled": "index" if isinstance(p.from_quantile, IndexedChoice) else "quantile"}
+                    if p.from_quantile
+                    else {}
+                ),  # fmt: skip
             }
             for name, p in spec.params.items()
         },
+        "metrics": list(spec.metrics),
+        # The program and its command; not the environment, which is the driver's of the moment.
+        "program": {k: v for k, v in dataclasses.asdict(spec.program).items() if k != "environ"}
+        if spec.program
+        else None,
     }
     return yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_sweep(
     spec: SweepSpec,
+    experiment_dir: Path,
     *,
-    storage_path: str | Path = "runs",
-    name: str,
     address: str | None = None,
     argv: list[str] | None = None,
     ray_start: RayStart | None = None,
     verbose: bool = False,
 ) -> SweepResult:
-    """Run the sweep on a local Ray or the cluster at `address` (or on the one `ray_start` is starting);
-    Ray is shut down at the end, also when something fails. `verbose`: Tune's own output, not ours."""
-    experiment_dir = Path(storage_path).resolve() / name
-    if experiment_dir.exists():
-        raise UserError(
-            f"{experiment_dir} already exists: continue that sweep with `python -m sweep resume {experiment_dir}`, "
-            "or pass another --name"
-        )
-    ray_start = ray_start or RayStart(address, log_to_driver=verbose)
+    """Run the sweep into `experiment_dir` (new, or made empty by `files.claim`) on a local Ray or the
+    cluster at `address`, or on the one `ray_start` is starting, which the caller then shuts down.
+    `verbose`: Tune's own output, not ours."""
+    if experiment_dir.exists() and [p.name for p in experiment_dir.iterdir()] not in ([], [LOCK]):
+        raise UserError(f"{experiment_dir} is not empty: continue its sweep with `python -m sweep resume`")
+    starting = ray_start or RayStart(address, log_to_driver=verbose)
     try:
-        splits = load_splits(spec.base_config)  # decoded while Ray starts
-        return sweep_on_ray(spec, ray_start.result(), experiment_dir, verbose, "run", argv or [], splits)
+        splits = None if spec.program else load_splits(spec.base_config)  # decoded while Ray starts
+        return sweep_on_ray(spec, starting.result(), experiment_dir, verbose, "run", argv or [], splits)
     finally:
-        ray_start.shutdown()
+        if ray_start is None:
+            starting.shutdown()
 
 
 def resume_sweep(
@@ -156,25 +166,30 @@ def sweep_on_ray(
     from sweep.progress import ProgressView
     from sweep.results import best_row, load_rows
     from sweep.searcher import make_searcher
-    from sweep.trial import run_trial
 
     concurrency = trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing made
     if mode == "run":
-        experiment_dir.mkdir(parents=True)
+        experiment_dir.mkdir(parents=True, exist_ok=True)
     if mode != "restore":
         save_spec(spec, experiment_dir, argv or [])
     rows = load_rows(experiment_dir, spec) if mode != "run" else []
-    # The data is decoded once, here, and put into Ray's object store; no reference stays in the driver,
-    # so each node holds one copy, which its trials read without copying.
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            spec=spec,
-            splits=splits or load_splits(spec.base_config),
-            ended=frozenset(row["trial_id"] for row in rows if row["status"] in ENDED),
-        ),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
-    )
+    ended = frozenset(row["trial_id"] for row in rows if row["status"] in ENDED)
+    if spec.program:
+        from sweep.program_trial import run_program_trial
+
+        trainable = tune.with_parameters(
+            run_program_trial, spec=spec, experiment_dir=str(experiment_dir), verbose=verbose, ended=ended
+        )
+    else:
+        from sweep.trial import run_trial
+
+        # The data is decoded once, here, and put into Ray's object store; no reference stays in the
+        # driver, so each node holds one copy, which its trials read without copying.
+        splits = splits or load_splits(spec.base_config)
+        trainable = tune.with_parameters(
+            run_trial, spec=spec, splits=splits, experiment_dir=str(experiment_dir), ended=ended
+        )
+    trainable = tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     target = f" until {spec.target_text}" if spec.target is not None else ""
     doing = {"run": "", "restore": f"resuming ({len(rows)} trials so far) ", "grow": f"growing from {len(rows)} to "}
     print(
@@ -193,7 +208,9 @@ def sweep_on_ray(
     else:
         scheduler = FIFOScheduler()
         if spec.asha:
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs, **spec.asha)
+            # A program's length is not known: ASHA then stops no trial for its length.
+            max_t = spec.max_epochs or MAX_ITERATIONS
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, **spec.asha)
         writer = ResultsWriter(spec, experiment_dir)
         tuner = tune.Tuner(
             trainable,
@@ -230,9 +247,8 @@ def sweep_on_ray(
 
 
 def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict:
-    """Train the sweep's best config from scratch, evaluate on the test set; files in EXPERIMENT_DIR/final."""
-    from text_recognizer.training import train
-
+    """Train the sweep's best config from scratch, evaluate on the test set; files in EXPERIMENT_DIR/final.
+    A program's sweep: run the program once with the best trial's arguments, outside Ray."""
     experiment_dir = Path(experiment_dir)
     best_path = experiment_dir / BEST_CONFIG
     if not best_path.exists():
@@ -241,8 +257,37 @@ def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict
             "with at least one finished trial?"
         )
     values = load_yaml_mapping(best_path)
+    saved = load_yaml_mapping(experiment_dir / SPEC_FILE)
+    if saved.get("program"):
+        if max_epochs is not None:
+            raise UserError(f"--max_epochs is a flag of our trainer; change the program's in {best_path} instead")
+        return run_program_final(experiment_dir, saved, values)
+    from text_recognizer.training import train
+
     if max_epochs is not None:
         values["max_epochs"] = max_epochs
     config = resolve_config(values, str(best_path))
     print(f"final run of {best_path}, {config['max_epochs']} epochs", file=sys.stderr, flush=True)
     return train(config, output_dir=experiment_dir / "final", quiet=True)
+
+
+def run_program_final(experiment_dir: Path, saved: dict, args: dict) -> dict:
+    """The program once more with the best trial's arguments (best_config.yaml), its files in final/."""
+    from sweep import program
+    from sweep.command import Program
+
+    final = Program(**{**saved["program"], "command": tuple(saved["program"]["command"])})
+    run_dir = experiment_dir / "final"
+    print(f"final run of {final.path or final.command[0]} with {experiment_dir / BEST_CONFIG}", file=sys.stderr)
+    run = program.start(final, args, run_dir, run_id=f"final-{int(time.time())}", sweep_name=saved["name"])
+    metric, values = saved["metric"], []
+    try:
+        values = [row[metric] for row in run.rows() if metric in row]
+    except BaseException:  # Ctrl-C
+        run.stop()
+        raise
+    run.end()
+    failure = run.failure(metric, len(values))
+    if failure:
+        raise UserError(f"the final run failed: {failure} (output: {run.log_path})")
+    return {"metric": metric, "value": values[-1], "logged": len(values), "output": run.log_path}

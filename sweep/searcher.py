@@ -41,6 +41,7 @@ class SweepSearch(OptunaSearch):
         self.target_reached = False
         self.suggesting = ""  # the Tune trial that `define_trial` samples for
         self.ended: set[str] = set()  # trials told to Optuna after Tune last saved this searcher
+        self.seen: dict[str, int] = {}  # the last iteration Tune passed to on_trial_result, per trial
 
     def restore(self, checkpoint_path: str):
         """Tuner.restore: the state Tune saved (up to ~10 s before the driver ended), then what the study
@@ -72,6 +73,7 @@ class SweepSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
+        self.seen[trial_id] = result.get("training_iteration")
         if trial_id in self.ended or result.get("failed") or not math.isfinite(result[self.spec.metric]):
             return  # Optuna keeps the last finite value
         super().on_trial_result(trial_id, result)
@@ -83,7 +85,12 @@ class SweepSearch(OptunaSearch):
         if result is not None and result.get("failed"):  # the training code raised: FAIL
             return super().on_trial_complete(trial_id, result=None, error=True)
         diverged = result is not None and result.get("diverged")
-        stopped_early = not error and result is not None and result["training_iteration"] < self.spec.max_epochs
+        # Tune withholds from on_trial_result only the result on which the scheduler stopped the trial.
+        # Our trainer: ASHA also stops a trial at its last epoch, which is no early stop.
+        stopped = result is not None and result["training_iteration"] != self.seen.get(trial_id)
+        if self.spec.max_epochs:
+            stopped = result is not None and result["training_iteration"] < self.spec.max_epochs
+        stopped_early = not error and stopped
         if not (diverged or (stopped_early and self.spec.stopped_trials == "pruned")):
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Tune hands the result that made ASHA stop the trial only to this method: record it as the trial's

@@ -7,30 +7,41 @@ for every key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.command import DEFAULT_COMMAND, IN_PROCESS_MACROS, MACROS, Program, unknown_macro
 from sweep.params import Param, read_param
 from text_recognizer.config import flag_schema, resolve_config, unknown_key_message
 from text_recognizer.util import UserError, load_yaml_mapping
 
 METHODS = {"bayes": "Optuna TPE", "random": "Optuna random sampling", "grid": "Optuna grid sampling"}
-METRICS = ("val_acc", "val_loss")  # what every trial reports after each epoch
+METRICS = ("val_acc", "val_loss")  # what every trial of our trainer reports after each epoch
 GOALS = {"maximize": "max", "minimize": "min"}
-NATURAL_GOAL = {"val_acc": "maximize", "val_loss": "minimize"}  # when a file gives no goal
+NATURAL_GOAL = {"val_acc": "maximize", "val_loss": "minimize"}  # when a file gives no goal (W&B: minimize)
 # Keys of a W&B sweep file that have no meaning here: reported at start, then ignored.
 WANDB_IGNORED = {
-    "program": "trials run text_recognizer's train(), not a program",
-    "command": "trials call text_recognizer's train() with the parameters as flags, which is what "
-    "${args} would pass; ${env}, ${program}, ${args_no_hyphens} and the rest have nothing to expand",
     "project": "results go to the experiment directory",
     "entity": "results go to the experiment directory",
     "description": "kept nowhere",
+    "controller": "Ray Tune is the controller",
+}
+# Keys of W&B's that ask for what only W&B's servers do: refused, with what to write instead.
+WANDB_REFUSED = {
+    "job": "a W&B Launch job runs on W&B's launch queues; name the script to run with 'program' (and 'command')",
+    "image_uri": "a W&B Launch image runs on W&B's launch queues; name the script to run with 'program'",
 }
 HYPERBAND_KEYS = ["type", "min_iter", "max_iter", "s", "eta", "strict"]
+TRAINER = Path(__file__).resolve().parents[1] / "training" / "run_experiment.py"  # our trainer, run in-process
+INTERPRETERS = {"${env}", "/usr/bin/env", "env", "${interpreter}", "python", "python3"}
+# Of the driver's environment, what a program trial gets wherever it runs (W&B's own settings).
+# (Not WANDB_API_KEY: W&B reads it from ~/.netrc or the environment of each node, and it is no setting.)
+PASSED_ON = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_TAGS")
 
 
 @dataclass
@@ -39,7 +50,7 @@ class SweepSpec:
 
     path: str
     name: str
-    base_config: dict  # a complete run config: every flag's default, overridden by the fixed settings
+    base_config: dict  # our trainer: a complete run config (every flag's default, then the fixed settings)
     params: dict[str, Param]
     metric: str
     mode: str
@@ -55,10 +66,26 @@ class SweepSpec:
     warnings: list[str]  # W&B keys reported and ignored, meanings that differ from W&B's
     checkpoint_interval_s: float = 60.0  # a trial saves a checkpoint at most this often (0: every epoch)
     max_failures: int = 2  # retries of a trial whose worker or node was lost
+    program: Program | None = None  # a program that each trial runs; None: our trainer, in-process
 
     @property
-    def max_epochs(self) -> int:
-        return self.base_config["max_epochs"]
+    def metrics(self) -> tuple[str, ...]:
+        """What each report of a trial holds: our trainer's two metrics, or the one a program logs."""
+        return (self.metric,) if self.program else METRICS
+
+    @property
+    def unit(self) -> str:
+        """What a trial counts: our trainer's epochs, or the values of the metric that a program logged."""
+        return "iteration" if self.program else "epoch"
+
+    def metric_text(self, value: float) -> str:
+        """A metric as results.csv and the terminal show it: 0.9440, or 4 significant digits of a program's."""
+        return f"{value:.4g}" if self.program else f"{value:.4f}"
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Our trainer's epochs; a program's length is not known (None)."""
+        return self.base_config.get("max_epochs")
 
     @property
     def target_text(self) -> str:
@@ -71,12 +98,14 @@ class SweepSpec:
         return self.target is not None and (value >= self.target if self.mode == "max" else value <= self.target)
 
     def trial_values(self, sampled: dict) -> dict:
-        """The searched flags' values of one trial, from Optuna's samples: what Tune's config holds."""
+        """The searched parameters' values of one trial, from Optuna's samples: what Tune's config holds."""
         return {k: self.params[k].value(v) for k, v in sampled.items()}
 
     def trial_config(self, values: dict) -> dict:
-        """The complete run config of one trial; a value the flag does not accept raises ValueError."""
-        return {**self.base_config, **{k: self.params[k].check(v) for k, v in values.items()}}
+        """What one trial runs with: our trainer's complete run config, or a program's arguments (nested as
+        W&B nests them). A value the parameter does not accept raises ValueError."""
+        checked = {k: self.params[k].check(v) for k, v in values.items()}
+        return self.program.args(checked) if self.program else {**self.base_config, **checked}
 
 
 class SpecReader:
@@ -94,11 +123,6 @@ class SpecReader:
         return value
 
     def number(self, value: Any, key: str, kind: type = float, minimum: float | None = None) -> Any:
-        if isinstance(value, str) and kind is float:
-            try:
-                value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-            except ValueError:
-                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind is int:
             ok = ok and float(value).is_integer()
@@ -124,24 +148,36 @@ def is_constant(pdef: Any) -> bool:
     )
 
 
-def load_spec(path: str) -> SweepSpec:
-    raw = load_yaml_mapping(path)
+def flat_parameters(reader: SpecReader, parameters: dict, key: str = "parameters", path: tuple = ()) -> list:
+    """[(name, path, key, definition)] of every parameter, those of nested `parameters` blocks included
+    (named 'outer.inner', their path ('outer', 'inner'), their key 'parameters.outer.parameters.inner')."""
+    found = []
+    for name, pdef in reader.mapping(parameters, key).items():
+        name_key = f"{key}.{name}"
+        if isinstance(pdef, dict) and "parameters" in pdef:
+            reader.check_keys(pdef, name_key, ["parameters"])
+            found += flat_parameters(reader, pdef["parameters"], f"{name_key}.parameters", (*path, str(name)))
+        else:
+            found.append((".".join((*path, str(name))), (*path, str(name)), name_key, pdef))
+    names = [name for name, *_ in found]
+    for name, _, name_key, _ in found:
+        if names.count(name) > 1:
+            reader.fail(name_key, f"'{name}' is also the name of a nested parameter: rename one")
+    return found
+
+
+def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
+    """`cwd`: where the sweep's program and its relative paths are (default: the current directory)."""
+    warnings: list[str] = []
+    raw = load_yaml_mapping(path, warnings)
     reader = SpecReader(path)
-    top_keys = [
-        "name",
-        "metric",
-        "method",
-        "run",
-        "parameters",
-        "search",
-        "early_stopping",
-        "early_terminate",
-        "resources",
-        "run_cap",
-        *WANDB_IGNORED,
-    ]
+    for key, fix in WANDB_REFUSED.items():
+        if key in raw:
+            reader.fail(key, fix)
+    top_keys = ["name", "metric", "method", "run", "parameters", "search", "early_stopping", "early_terminate",
+                "resources", "run_cap", "program", "command", *WANDB_IGNORED]  # fmt: skip
     reader.check_keys(raw, "", top_keys)
-    warnings = [f"{path}: ignoring W&B key '{k}' ({WANDB_IGNORED[k]})" for k in raw if k in WANDB_IGNORED]
+    warnings += [f"{path}: ignoring W&B key '{k}' ({WANDB_IGNORED[k]})" for k in raw if k in WANDB_IGNORED]
 
     name = raw.get("name", Path(path).stem)
     if not isinstance(name, str) or not name.strip():
@@ -157,42 +193,16 @@ def load_spec(path: str) -> SweepSpec:
     if method not in METHODS:
         reader.fail("method", f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
 
-    # Fixed settings: the `run` mapping, plus W&B-style parameters with a single `value`.
-    run = dict(reader.mapping(raw.get("run", {}), "run"))
-    parameters = reader.mapping(raw.get("parameters", {}), "parameters")
-    for pname, pdef in parameters.items():
-        if is_constant(pdef):
-            if pname in run:
-                reader.fail(f"parameters.{pname}", "also set under 'run': keep one")
-            run[pname] = pdef["value"]
-    base_config = resolve_config(run, f"{path}: run")
-    schema = flag_schema(base_config["data_class"], base_config["model_class"])
-    params = {}
-    for pname, pdef in parameters.items():
-        if is_constant(pdef):
-            continue
-        key = f"parameters.{pname}"
-        if pname in run:
-            reader.fail(key, "also set under 'run': keep one")
-        if isinstance(pdef, dict) and "parameters" in pdef:
-            reader.fail(
-                f"{key}.parameters",
-                "nested parameters have no flat flag of training/run_experiment.py to go to: "
-                "write each nested parameter as a parameter of its own under 'parameters'",
-            )
-        if pname not in schema:
-            reader.fail(
-                key,
-                "not a flag of training/run_experiment.py: "
-                + unknown_key_message(pname, schema).replace("unknown key", "unknown flag"),
-            )
-        if pname in ("data_class", "model_class"):
-            reader.fail(key, "the data and model class are fixed per sweep; set them under 'run'")
-        params[pname] = read_param(reader, key, reader.mapping(pdef, key), schema[pname], method)
+    parameters = flat_parameters(reader, raw.get("parameters", {}))
+    program, flags = read_program(reader, raw, cwd or os.getcwd())
+    if program is None:
+        base_config, params = _trainer_params(reader, raw, parameters, flags, method)
+    else:
+        base_config, params, program = {}, *_program_params(reader, raw, parameters, program, method)
     if not params:
         reader.fail("parameters", "nothing to search: give at least one parameter with values or a distribution")
 
-    metric, mode, target = _read_metric(reader, raw, warnings)
+    metric, mode, target = _read_metric(reader, raw, program is not None, warnings)
     search = reader.mapping(raw.get("search", {}), "search")
     reader.check_keys(search, "search", ["num_samples", "seed", "max_concurrent", "stopped_trials"])
     stopped_trials = search.get("stopped_trials", "pruned")
@@ -211,7 +221,7 @@ def load_spec(path: str) -> SweepSpec:
     if max_concurrent is not None:
         max_concurrent = reader.number(max_concurrent, "search.max_concurrent", int, minimum=1)
 
-    asha = _read_early_stopping(reader, raw, base_config["max_epochs"], metric, warnings)
+    asha = _read_early_stopping(reader, raw, base_config.get("max_epochs"), metric, warnings)
     resources = reader.mapping(raw.get("resources", {}), "resources")
     reader.check_keys(resources, "resources", ["gpus_per_trial", "cpus_per_trial"])
     gpus = reader.number(resources.get("gpus_per_trial", 0), "resources.gpus_per_trial", minimum=0)
@@ -233,19 +243,141 @@ def load_spec(path: str) -> SweepSpec:
         gpus_per_trial=gpus,
         cpus_per_trial=cpus,
         warnings=warnings,
+        program=program,
     )
 
 
-def _read_metric(reader: SpecReader, raw: dict, warnings: list[str]) -> tuple[str, str, float | None]:
+def read_program(reader: SpecReader, raw: dict, cwd: str) -> tuple[Program | None, list[str]]:
+    """(the program each trial runs, []), or (None, flags) where trials run our trainer in-process: a file
+    without `program` and `command`, or whose command runs training/run_experiment.py with Python and
+    arguments that are its flags (`flags`: the command's literal ones, such as --wandb)."""
+    if "program" not in raw and "command" not in raw:
+        return None, []
+    program = raw.get("program")
+    if program is not None and (not isinstance(program, str) or not program.strip()):
+        reader.fail("program", f"expected the path of a script, got {program!r}")
+    command = raw.get("command", list(DEFAULT_COMMAND))
+    if not isinstance(command, list) or not command or not all(isinstance(c, (str, int, float)) for c in command):
+        reader.fail("command", "expected a list of strings, e.g. [${env}, ${interpreter}, ${program}, ${args}]")
+    command = [str(c) for c in command]
+    for chunk in command:
+        if unknown_macro(chunk):
+            reader.fail("command", f"{unknown_macro(chunk)} is no macro of W&B's agent: use one of "
+                        + ", ".join(f"${{{m}}}" for m in MACROS))  # fmt: skip
+    if "${program}" in command:
+        if program is None:
+            reader.fail("command", "${program} needs 'program': the script to run")
+        if not (Path(cwd) / program).is_file():
+            reader.fail("program", f"{program} is not a file in {cwd}, where trials run the command")
+    flags = trainer_flags(command, program, cwd)
+    if flags is not None:
+        return None, flags
+    environ = {key: os.environ[key] for key in PASSED_ON if key in os.environ}
+    return Program(path=program, command=tuple(command), cwd=cwd, environ=environ), []
+
+
+def trainer_flags(command: list[str], program: str | None, cwd: str) -> list[str] | None:
+    """The literal arguments of a command that runs our trainer with Python and argument macros that it
+    parses, or None for any other command."""
+    rest = list(command)
+    while rest and rest[0] in INTERPRETERS:
+        rest.pop(0)
+    script = program if rest and rest[0] == "${program}" else (rest[0] if rest else None)
+    if script is None or not (Path(cwd) / script).resolve() == TRAINER:
+        return None
+    if any(c.startswith("${") and c not in IN_PROCESS_MACROS for c in rest[1:]):
+        return None
+    return [c for c in rest[1:] if not c.startswith("${")]
+
+
+def literal_flags(reader: SpecReader, literals: list[str], schema: dict) -> dict:
+    """`--name=value`, `--name value` and a bare `--name` (true) of a command, as our trainer reads them."""
+    values, i = {}, 0
+    while i < len(literals):
+        name, equals, text = literals[i].removeprefix("--").partition("=")
+        if not literals[i].startswith("--") or name not in schema:
+            reader.fail("command", f"{literals[i]!r} is no flag of training/run_experiment.py (see its --help)")
+        if not equals:
+            bare = i + 1 == len(literals) or literals[i + 1].startswith("--")
+            if bare and bool not in schema[name].options:
+                reader.fail("command", f"--{name} needs a value")
+            text = "true" if bare else literals[i + 1]
+            i += 0 if bare else 1
+        try:
+            values[name] = schema[name].from_string(text)
+        except ValueError as exc:
+            reader.fail("command", f"--{name}: {exc}")
+        i += 1
+    return values
+
+
+def _trainer_params(reader: SpecReader, raw: dict, parameters: list, literals: list[str], method: str):
+    """(base_config, params) of a sweep of our trainer: every parameter is a flag of run_experiment.py."""
+    # Fixed settings: the `run` mapping, the command's literal flags, and parameters with a single `value`.
+    run = dict(reader.mapping(raw.get("run", {}), "run"))
+    for name, path, key, pdef in parameters:
+        if len(path) > 1:
+            reader.fail(
+                f"{key.rsplit('.parameters.', 1)[0]}.parameters",
+                "nested parameters have no flat flag of training/run_experiment.py to go to: "
+                "write each nested parameter as a parameter of its own under 'parameters'",
+            )
+        if is_constant(pdef):
+            if name in run:
+                reader.fail(key, "also set under 'run': keep one")
+            run[name] = pdef["value"]
+    schema = flag_schema(run.get("data_class", "MNIST"), run.get("model_class", "MLP"))
+    for name, value in literal_flags(reader, literals, schema).items():
+        run.setdefault(name, value)
+    base_config = resolve_config(run, f"{reader.path}: run")
+    schema = flag_schema(base_config["data_class"], base_config["model_class"])
+    params = {}
+    for name, _, key, pdef in parameters:
+        if is_constant(pdef):
+            continue
+        if name in run:
+            reader.fail(key, "also set under 'run': keep one")
+        if name not in schema:
+            reader.fail(
+                key,
+                "not a flag of training/run_experiment.py: "
+                + unknown_key_message(name, schema).replace("unknown key", "unknown flag"),
+            )
+        if name in ("data_class", "model_class"):
+            reader.fail(key, "the data and model class are fixed per sweep; set them under 'run'")
+        params[name] = read_param(reader, key, reader.mapping(pdef, key), schema[name], method)
+    return base_config, params
+
+
+def _program_params(reader: SpecReader, raw: dict, parameters: list, program: Program, method: str):
+    """(params, program with its constants) of a sweep of a program: any names, passed on as W&B passes them."""
+    if "run" in raw:
+        reader.fail("run", "sets flags of training/run_experiment.py; a program's fixed values are parameters "
+                    "with 'value: ...'")  # fmt: skip
+    fixed, params = {}, {}
+    for name, _, key, pdef in parameters:
+        if is_constant(pdef):
+            fixed[name] = pdef["value"]
+        else:
+            params[name] = read_param(reader, key, reader.mapping(pdef, key), None, method, name)
+    nested = {name: path for name, path, _, _ in parameters if len(path) > 1}
+    return params, dataclasses.replace(program, fixed=fixed, nested=nested)
+
+
+def _read_metric(reader: SpecReader, raw: dict, of_program: bool, warnings: list[str]) -> tuple[str, str, float | None]:
     """(metric, mode, target). Without a goal the goal follows the metric; W&B's default is minimize."""
     metric = reader.mapping(raw.get("metric", {}), "metric")
     reader.check_keys(metric, "metric", ["name", "goal", "target"])
+    if of_program and "name" not in metric:
+        reader.fail("metric.name", "name the metric that the program logs (with wandb.log, or name=value on stdout)")
     name = metric.get("name", "val_acc")
-    if name not in METRICS:
+    if not isinstance(name, str) or not name.strip():
+        reader.fail("metric.name", f"expected the name of a logged value, got {name!r}")
+    if not of_program and name not in METRICS:
         reader.fail("metric.name", f"trials report {' and '.join(METRICS)}, not {name!r}")
     goal = metric.get("goal")
     if goal is None:
-        goal = NATURAL_GOAL[name]
+        goal = NATURAL_GOAL.get(name, "minimize")
         if "metric" in raw and goal == "maximize":
             warnings.append(
                 f"{reader.path}: key 'metric.goal' not given: W&B would minimize {name}; "
@@ -270,10 +402,10 @@ def rung_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> 
 
 
 def _read_early_stopping(
-    reader: SpecReader, raw: dict, max_epochs: int, metric: str, warnings: list[str]
+    reader: SpecReader, raw: dict, max_epochs: int | None, metric: str, warnings: list[str]
 ) -> dict | None:
     """ASHA settings from `early_stopping` (ours) or `early_terminate` (W&B hyperband), or None.
-    Neither key means no early stopping, as in W&B."""
+    Neither key means no early stopping, as in W&B. `max_epochs`: None for a program (length unknown)."""
     if "early_stopping" in raw and "early_terminate" in raw:
         reader.fail("early_terminate", "also given as early_stopping: keep one")
     if "early_terminate" in raw:
@@ -290,7 +422,7 @@ def _read_early_stopping(
     if early.get("type") == "none":
         return None
     grace_period = reader.number(early.get("grace_period", 1), "early_stopping.grace_period", int, minimum=1)
-    if grace_period > max_epochs:
+    if max_epochs is not None and grace_period > max_epochs:
         reader.fail(
             "early_stopping.grace_period",
             f"must be at most max_epochs ({max_epochs}) to stop anything, got {grace_period}",
@@ -303,9 +435,12 @@ def _read_early_stopping(
     }
 
 
-def _read_hyperband(reader: SpecReader, wandb: dict, max_epochs: int, metric: str, warnings: list[str]) -> dict | None:
-    """W&B's hyperband stopping as Ray's ASHA: W&B's brackets are the epochs at which a run is compared
-    with the others and stopped unless it is in the top 1/eta; ASHA's rungs are the same idea."""
+def _read_hyperband(
+    reader: SpecReader, wandb: dict, max_epochs: int | None, metric: str, warnings: list[str]
+) -> dict | None:
+    """W&B's hyperband stopping as Ray's ASHA: W&B's brackets are the epochs (a program: the values of the
+    metric logged so far) at which a run is compared with the others and stopped unless it is in the top
+    1/eta; ASHA's rungs are the same idea."""
     reader.check_keys(wandb, "early_terminate", HYPERBAND_KEYS)
     if wandb.get("type") != "hyperband":
         reader.fail("early_terminate.type", f"only 'hyperband' is understood, got {wandb.get('type')!r}")
@@ -316,6 +451,7 @@ def _read_hyperband(reader: SpecReader, wandb: dict, max_epochs: int, metric: st
     if not isinstance(strict, bool):
         reader.fail("early_terminate.strict", f"expected true or false, got {strict!r}")
     notes = []
+    unit = "epochs" if max_epochs is not None else "iterations"
     if "max_iter" in wandb:  # W&B: brackets at max_iter/eta, max_iter/eta^2, ... (s of them, at least 1)
         max_iter = reader.number(wandb["max_iter"], "early_terminate.max_iter", int, minimum=1)
         if "s" not in wandb:
@@ -326,29 +462,31 @@ def _read_hyperband(reader: SpecReader, wandb: dict, max_epochs: int, metric: st
             reader.fail("early_terminate", f"max_iter {max_iter} / eta {eta:g} is below 1: no bracket; raise max_iter")
         if "min_iter" in wandb:
             notes.append("min_iter is ignored when max_iter is given, as in W&B")
+        horizon = max_epochs or max_iter
     elif "min_iter" in wandb:  # W&B: brackets at min_iter, min_iter*eta, min_iter*eta^2, ...
         min_iter = reader.number(wandb["min_iter"], "early_terminate.min_iter", int, minimum=1)
+        horizon = max_epochs or min_iter * eta**4  # a program's length is unknown: its first brackets
         bands, band = [], float(min_iter)
-        while band < max_epochs:
+        while band < horizon:
             bands.append(int(band))
             band *= eta
         if "s" in wandb:
             notes.append("s is used with max_iter only, as in W&B")
     else:
         reader.fail("early_terminate", "give min_iter (the first bracket), or max_iter and s, as W&B requires")
-    wandb_epochs = sorted({band for band in bands if band < max_epochs})
+    wandb_epochs = sorted({band for band in bands if band < horizon})
     where = f"{reader.path}: key 'early_terminate'"
     if not wandb_epochs:
         warnings.append(f"{where}: every bracket is at or past max_epochs ({max_epochs}): no trial is stopped early")
         return None
     grace_period = wandb_epochs[0]
-    asha_epochs = rung_epochs(grace_period, eta, max_epochs)
+    asha_epochs = rung_epochs(grace_period, eta, horizon)
     if asha_epochs != wandb_epochs:
-        notes.append(f"W&B would compare runs at epochs {wandb_epochs}, ASHA compares them at {asha_epochs}")
+        notes.append(f"W&B would compare runs at {unit} {wandb_epochs}, ASHA compares them at {asha_epochs}")
     if not strict:
         notes.append(
             f"W&B's default (strict: false) compares a run's best {metric} so far; ASHA compares its {metric} "
-            "at that epoch, as strict: true does"
+            f"at that {unit[:-1]}, as strict: true does"
         )
     if notes:
         warnings.append(f"{where}: " + "; ".join(notes))

@@ -101,7 +101,7 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def run_trial(values: dict, *, spec, splits: Splits, ended: frozenset = frozenset()) -> None:
+def run_trial(values: dict, *, spec, splits: Splits, experiment_dir: str, ended: frozenset = frozenset()) -> None:
     """Tune's function trainable; `spec` and `splits` arrive once per node through the object store.
 
     A trial that Tune retries (its worker or node was lost) continues from its latest checkpoint. An
@@ -123,12 +123,15 @@ def run_trial(values: dict, *, spec, splits: Splits, ended: frozenset = frozense
             trial_start = json.loads((Path(folder) / META_FILE).read_text())["trial_start"]
         callback = ReportToTune(trial_start, spec.checkpoint_interval_s)
         try:
+            context = tune.get_context()
             train(
                 spec.trial_config(values),
                 splits=splits,
                 callbacks=[callback, RngState()],
                 quiet=True,
                 ckpt_path=ckpt_path,
+                run_dir=Path(experiment_dir) / Path(context.get_trial_dir()).name,  # W&B's files, with --wandb
+                run_id=context.get_trial_id(),
             )
         except Exception as exc:
             trial_dir = Path(tune.get_context().get_trial_dir())

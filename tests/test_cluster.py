@@ -4,97 +4,23 @@ temp dir and ports), and sweeps that join it with --address. Torn down by the PI
 
 import csv
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, cluster_processes, free_port, kill_all, ray_cluster
 
 pytestmark = pytest.mark.slow
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def cluster_processes(temp_dir: str, port: int | None = None) -> list[psutil.Process]:
-    """The processes whose command line names a node's temp dir or the head's port (Ray's client server
-    names only the port), and their children (trial workers, whose titles name neither)."""
-    found = {}
-    names_port = re.compile(rf":{port}\b") if port else None
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if temp_dir in command or (names_port and names_port.search(command)):
-            found[process.pid] = process
-            for child in process.children(recursive=True):
-                found[child.pid] = child
-    return list(found.values())
-
-
-def kill_all(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(processes, timeout=30)
-
-
-@dataclass
-class Cluster:
-    address: str  # the head's HOST:PORT
-    dashboard: str  # http://127.0.0.1:PORT: the Jobs API
-    env: dict  # what drivers need: RAY_AUTH_MODE=token
-    head_node: str  # Ray node IDs
-    worker_node: str
-    worker_dir: str  # the worker node's temp dir, which its processes name
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A fresh 2-node cluster; the last test of this module kills its worker node. Each node has its own
-    temp dir: nodes on one machine that share one unpack each job's working dir into the same folder, and
-    the worker node's clean-up deletes the job driver's working dir under it."""
-    head_dir, worker_dir = (tempfile.mkdtemp(prefix=f"ray2n{i}-", dir="/tmp") for i in (0, 1))  # short paths:
-    # Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    port, dashboard_port = free_port(), free_port()
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    head = [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}",
-            f"--ray-client-server-port={free_port()}", f"--temp-dir={head_dir}", *common]  # fmt: skip
-    # free_port() gives ephemeral ports (32768 and up): outside Ray's worker ports, 10002-19999.
-    try:
-        subprocess.run(head, env=env, check=True, capture_output=True, text=True, timeout=120)
-        worker = [RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={worker_dir}", *common]
-        subprocess.run(worker, env=env, check=True, capture_output=True, text=True, timeout=120)
-        head_node, worker_node = wait_for_nodes(f"127.0.0.1:{port}", env)
-        yield Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", env, head_node, worker_node,
-                      worker_dir)  # fmt: skip
-    finally:
-        kill_all(cluster_processes(head_dir, port) + cluster_processes(worker_dir, port))
-        for folder in (head_dir, worker_dir):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def wait_for_nodes(address: str, env: dict) -> tuple[str, str]:
-    """(head node ID, worker node ID), once both nodes are up."""
-    probe = (
-        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-        "print(*sorted((n['NodeID'] for n in ray.nodes() if n['Alive']), "
-        "key=lambda i: i != ray.get_runtime_context().get_node_id()))"  # the driver runs on the head
-    )
-    for _ in range(60):
-        run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-        nodes = run.stdout.split()
-        if run.returncode == 0 and len(nodes) == 2:
-            return nodes[0], nodes[1]
-        time.sleep(1)
-    raise AssertionError(f"the cluster at {address} did not get 2 nodes: {run.stdout}{run.stderr}")
+    """A fresh 2-node cluster, 1 CPU a node; the last test of this module kills its worker node."""
+    with ray_cluster([1, 1]) as cluster:
+        yield cluster
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -111,6 +37,21 @@ def test_a_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
     rows = read_csv(tmp_path / "two_nodes" / "results.csv")
     assert len(rows) == 6 and all(row["status"] in ("completed", "stopped early") for row in rows)
     assert {row["node"] for row in rows} == {cluster.head_node, cluster.worker_node}
+
+
+def test_a_program_sweep_runs_programs_on_both_nodes(cluster, tmp_path):
+    """Programs run on whichever node Ray gives their trial, from the sweep's directory (here on every
+    node, as on a shared filesystem)."""
+    command = [sys.executable, "-m", "sweep", "run", "tests/spaces/program_stdout.yaml", "--address", cluster.address,
+               "--storage-path", str(tmp_path), "--name", "programs"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = read_csv(tmp_path / "programs" / "results.csv")
+    assert len(rows) == 4 and all(row["status"] == "completed" for row in rows)
+    assert {row["node"] for row in rows} == {cluster.head_node, cluster.worker_node}
+    for row in rows:
+        (log,) = (tmp_path / "programs").glob(f"run_program_trial_{row['trial_id']}_*/output.log")
+        assert f"epoch=5 val_loss={float(row['val_loss']):.4f}" in log.read_text()
 
 
 def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
@@ -152,7 +93,7 @@ def test_a_trial_on_a_lost_node_is_retried_from_its_checkpoint(cluster, tmp_path
         assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read() if sweep.poll() else ""
         time.sleep(0.2)
     lost_trial = epochs_on_worker()[-1]["trial_id"]
-    kill_all([p for p in cluster_processes(cluster.worker_dir) if p.pid != os.getpid()])
+    kill_all([p for p in cluster_processes(cluster.temp_dirs[1]) if p.pid != os.getpid()])
     stdout, stderr = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, stdout[-3000:] + stderr[-3000:]
     rows = {row["trial_id"]: row for row in read_csv(tmp_path / "lost" / "results.csv")}

@@ -3,6 +3,7 @@ then `sweep resume`: ended trials kept as they were, running ones continued from
 number of trials asked for; then `resume --num-samples` grows it. A real local Ray, real trials."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -29,20 +30,20 @@ def epochs_by_trial(lines: list[dict]) -> dict[str, list[int]]:
     return epochs
 
 
-def kill_sweep_mid_way(experiment_dir) -> tuple[list[dict], list[dict]]:
-    """Start the sweep; once 2 trials have ended and another has trained 3 epochs, SIGKILL the driver's
-    process group and every process it started. Returns results.csv's rows and epochs.csv's lines then."""
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/resumable.yaml"),
-               "--checkpoint-interval", "0", "--storage-path", str(experiment_dir.parent), "--name",
-               experiment_dir.name]  # fmt: skip
-    sweep = subprocess.Popen(command, cwd=experiment_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+def kill_sweep_mid_way(experiment_dir, space: str = "resumable.yaml", ended_before: int = 2):
+    """Start the sweep (from the repository's root, where programs are); once `ended_before` trials have
+    ended and another has trained 3 epochs, SIGKILL the driver's process group and every process it
+    started. Returns results.csv's rows and epochs.csv's lines then."""
+    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces" / space), "--checkpoint-interval",
+               "0", "--storage-path", str(experiment_dir.parent), "--name", experiment_dir.name]  # fmt: skip
+    sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while True:
         assert time.monotonic() < deadline and sweep.poll() is None, "the sweep ended before it could be killed"
         ended = {row["trial_id"] for row in read_csv(experiment_dir / "results.csv") if row["status"] == "completed"}
         running = {k: v for k, v in epochs_by_trial(read_csv(experiment_dir / "epochs.csv")).items() if k not in ended}
-        if len(ended) >= 2 and running and max(map(len, running.values())) >= 3:
+        if len(ended) >= ended_before and running and max(map(len, running.values())) >= 3:
             break
         time.sleep(0.05)
     tree = [psutil.Process(sweep.pid), *psutil.Process(sweep.pid).children(recursive=True)]
@@ -107,3 +108,25 @@ def test_resume_of_a_directory_that_is_no_sweep(tmp_path):
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [
         f"sweep: error: {tmp_path}: not a sweep's experiment directory (no sweep.yaml or Tune's tuner.pkl)"
     ]
+
+
+def test_a_killed_program_sweep_resumes_and_its_programs_are_gone(tmp_path):
+    """A program has no checkpoint: an interrupted program trial runs again from the beginning. The
+    programs of the killed sweep (which ignore SIGTERM and start a child) do not outlive it."""
+    experiment_dir = tmp_path / "killed"
+    rows_then, epochs_then = kill_sweep_mid_way(experiment_dir, "program_resumable.yaml", ended_before=1)
+    ended_then = {row["trial_id"]: row for row in rows_then if row["status"] == "completed"}
+    pids = [pid for pids in experiment_dir.glob("*/pids.json") for pid in json.loads(pids.read_text())]
+    deadline = time.monotonic() + 15
+    while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if psutil.pid_exists(pid)], "a program outlived its killed sweep"
+
+    run = run_cli("-m", "sweep", "resume", str(experiment_dir), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {row["trial_id"]: row for row in read_csv(experiment_dir / "results.csv")}
+    assert len(rows) == 4 and all(row["status"] == "completed" and row["epochs"] == "20" for row in rows.values())
+    assert all(rows[k] == row for k, row in ended_then.items())
+    epochs_now = epochs_by_trial(read_csv(experiment_dir / "epochs.csv")[len(epochs_then) :])
+    assert all(k not in epochs_now for k in ended_then)
+    assert all(epochs[0] == 1 for epochs in epochs_now.values())  # from the beginning: no checkpoint

@@ -366,12 +366,11 @@ def test_early_stopping_keeps_wandbs_meaning_and_says_what_differs(tmp_path, ear
 def test_wandb_top_level_keys_are_reported_and_the_name_kept(tmp_path):
     spec = spec_of(
         tmp_path,
-        "name: My MNIST sweep\nrun_cap: 5\nprogram: train.py\nproject: p\nentity: e\ndescription: d\n"
-        "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - ${args_no_hyphens}\n"
+        "name: My MNIST sweep\nrun_cap: 5\nproject: p\nentity: e\ndescription: d\ncontroller: {type: local}\n"
         "parameters: {fc1: {values: [8]}}",
     )
     assert (spec.name, spec.num_samples) == ("My-MNIST-sweep", 5)
-    for key in ("program", "project", "entity", "description", "command"):
+    for key in ("project", "entity", "description", "controller"):
         assert any(f"ignoring W&B key '{key}'" in w for w in spec.warnings)
     assert any("'My MNIST sweep' names directories and the study as 'My-MNIST-sweep'" in w for w in spec.warnings)
 

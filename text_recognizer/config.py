@@ -33,6 +33,7 @@ class TrainerConfig:
     limit_val_batches: int | float = 1.0
     seed: int = 0
     output_dir: str = "training/logs"
+    wandb: bool = False
 
 
 HELP = {
@@ -50,6 +51,7 @@ HELP = {
     "seed": "seeds torch, numpy and the batch order: same seed, same run",
     "output_dir": "where checkpoints and TensorBoard logs go",
     "limit_train_batches": "training batches per epoch: a fraction, or a number (rounded up to a multiple of 8)",
+    "wandb": "also log to Weights & Biases (offline unless WANDB_MODE says otherwise; files under output_dir)",
 }
 
 
@@ -105,6 +107,8 @@ class Flag:
             raise ValueError(f"expected {self.bounds_text}, got {value!r}")
 
     def check_type(self, value: Any) -> Any:
+        if self.annotation is Any:  # a program's listed values: passed on as they are
+            return value
         options = self.options
         if value is None and type(None) in options:
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def train(
     output_dir: str | Path | None = None,
     quiet: bool = False,
     ckpt_path: str | None = None,
+    run_dir: str | Path | None = None,
+    run_id: str | None = None,
 ) -> dict:
     """Fit the model that `config` (a resolved config, see `resolve_config`) describes.
 
@@ -62,6 +65,7 @@ def train(
     checkpoint on the validation and test sets. Without, it is a sweep trial: no files, no test set.
     `quiet` turns off the progress bar, the model summary and Lightning's info lines. `ckpt_path`: a
     Lightning checkpoint of this run to continue from (a sweep trial that Tune retries or resumes).
+    With the `wandb` flag, W&B gets the run too (its files in `run_dir`, else `output_dir`; `run_id`: its id).
     Returns val_acc, val_loss, epochs run and, with `output_dir`, test_acc and the checkpoint path.
     """
     groups = group_kwargs(config)
@@ -79,15 +83,19 @@ def train(
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 
     callbacks = list(callbacks or [])
-    checkpoint, logger = None, False
+    checkpoint, loggers = None, []
     if output_dir is not None:
         checkpoint = pl.callbacks.ModelCheckpoint(
             monitor="val_acc", mode="max", filename="best-{epoch:02d}-{val_acc:.4f}"
         )
         callbacks.append(checkpoint)
-        logger = pl.loggers.TensorBoardLogger(
-            save_dir=str(output_dir), name=f"{config['model_class']}_{config['data_class']}"
+        loggers.append(
+            pl.loggers.TensorBoardLogger(
+                save_dir=str(output_dir), name=f"{config['model_class']}_{config['data_class']}"
+            )
         )
+    if trainer_config.wandb:
+        loggers.append(wandb_logger(config, run_dir or output_dir or ".", run_id))
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -97,7 +105,7 @@ def train(
         limit_train_batches=limit_train_steps(trainer_config.limit_train_batches),
         limit_val_batches=trainer_config.limit_val_batches,
         callbacks=callbacks,
-        logger=logger,
+        logger=loggers or False,
         enable_checkpointing=checkpoint is not None,
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
@@ -105,10 +113,24 @@ def train(
         # Metrics are logged once per epoch; Lightning warns when an epoch has fewer steps than this.
         log_every_n_steps=1,
     )
-    with warnings.catch_warnings():
-        # Lightning 2.6 calls a torch API that torch 2.14 deprecates; nothing a user can act on.
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        return fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet, ckpt_path)
+    try:
+        with warnings.catch_warnings():
+            # Lightning 2.6 calls a torch API that torch 2.14 deprecates; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            return fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet, ckpt_path)
+    finally:
+        if trainer_config.wandb:  # also when a sweep's scheduler stops the trial mid-fit
+            import wandb
+
+            wandb.finish()
+
+
+def wandb_logger(config: dict, save_dir: str | Path, run_id: str | None) -> pl.loggers.WandbLogger:
+    """Lightning's W&B logger, offline unless WANDB_MODE is set (the later FSDL labs' --wandb)."""
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    logger = pl.loggers.WandbLogger(save_dir=str(save_dir), offline="WANDB_MODE" not in os.environ, id=run_id)
+    logger.log_hyperparams(config)
+    return logger
 
 
 def fit_and_evaluate(trainer, lit_model, data, checkpoint, quiet: bool, ckpt_path: str | None = None) -> dict:

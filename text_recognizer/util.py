@@ -16,7 +16,11 @@ class UserError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (no usage block) naming the flag, then exit code 2."""
+    """argparse, but a bad flag is one line (no usage block) naming the flag, then exit code 2; and no
+    abbreviations (`--num-sample 2` is no --num-samples, `--gpus 0` no --gpus-per-trial)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -51,14 +55,41 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_yaml_mapping(path: str | Path) -> dict:
-    """A YAML file that must hold a mapping; every problem is a one-line UserError naming the file."""
+# YAML 1.1 reads a number with an exponent but no dot (1e-5, 3e4) as a string; a person means the number.
+EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+def yaml_loader(duplicates: list[tuple]):
+    """A safe YAML loader that reads 1e-5 as a number and notes each key given twice in a mapping (YAML
+    keeps the last one, and so does W&B's loader) as (key, line) in `duplicates`."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key in seen:
+                    duplicates.append((key, key_node.start_mark.line + 1))
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789."))
+    return Loader
+
+
+def load_yaml_mapping(path: str | Path, warnings: list[str] | None = None) -> dict:
+    """A YAML file that must hold a mapping; every problem is a one-line UserError naming the file. A key
+    given twice keeps its last value, with a line in `warnings`."""
     import yaml
 
     path = Path(path)
+    duplicates: list[tuple] = []
     try:
         with open(path) as f:
-            content = yaml.safe_load(f)
+            content = yaml.load(f, Loader=yaml_loader(duplicates))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except yaml.YAMLError as exc:
@@ -67,4 +98,9 @@ def load_yaml_mapping(path: str | Path) -> dict:
         raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
+    if warnings is not None:
+        warnings += [
+            f"{path}: key '{key}' is given again at line {line}: the last value is used, as YAML and W&B read it"
+            for key, line in duplicates
+        ]
     return content
