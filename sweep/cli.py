@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-path", default="runs", help="where experiment directories go (default: runs)")
     run.add_argument("--name", help="experiment directory name (default: the YAML's name and the time)")
     run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
-    run.add_argument("--verbose", action="store_true", help="Tune's own tables and the trials' output")
+    run.add_argument("--verbose", action="store_true", help="every trial's own output in the terminal too")
 
     resume = commands.add_parser(
         "resume", help="continue a sweep whose driver ended (a kill, Ctrl-C, a reboot), or grow a finished one"
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("experiment_dir")
     resume.add_argument("--num-samples", type=int, help="grow the sweep to this many trials in all")
     resume.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
-    resume.add_argument("--verbose", action="store_true", help="Tune's own tables and the trials' output")
+    resume.add_argument("--verbose", action="store_true", help="every trial's own output in the terminal too")
 
     best = commands.add_parser("best", help="print the best config and the results table of a sweep")
     best.add_argument("experiment_dir")
@@ -93,7 +93,11 @@ def overridden(spec, args):
         if value is not None and (value < 0 or (value == 0 and not may_be_zero)):
             flag = "--checkpoint-interval" if key == "checkpoint_interval_s" else f"--{key.replace('_', '-')}"
             raise UserError(f"{flag} must be {'>= 0' if may_be_zero else '> 0'}, got {value:g}")
-    return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
+    from sweep.space import check_resources
+
+    spec = dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
+    check_resources(spec)
+    return spec
 
 
 def cmd_run(args, argv, spec) -> int:
@@ -188,7 +192,7 @@ def finish_sweep(spec, result, final: bool) -> int:
     if result.report is not None:
         print_report(*result.report.result(), result.experiment_dir)
     print_wandb_runs(spec, result.experiment_dir)
-    if any(row["status"] == "interrupted" for row in result.rows):
+    if result.interrupted:
         print(
             "sweep: interrupted; the trials' results so far are in results.csv and best_config.yaml; continue "
             f"the sweep with `python -m sweep resume {result.experiment_dir}`",
@@ -229,10 +233,10 @@ def print_summary(spec, result) -> None:
         )
     params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in spec.params)
     print(f"best trial {best['trial_id']}: {params}")
-    print(
-        f"  {spec.metric}={spec.metric_text(best[spec.metric])} at {spec.unit} {best['best_epoch']}, "
-        f"{best['epochs']} {spec.unit}s run"
-    )
+    ran = f"{best['epochs']} of {spec.max_epochs} epochs" if spec.max_epochs else f"{best['epochs']} {spec.unit}s"
+    # An interrupted trial may end better, or worse than another, once the sweep is resumed.
+    note = "; INTERRUPTED, not finished: resuming the sweep finishes it" if best["status"] == "interrupted" else ""
+    print(f"  {spec.metric}={spec.metric_text(best[spec.metric])} at {spec.unit} {best['best_epoch']}, {ran} run{note}")
     print(f"results:     {result.experiment_dir / 'results.csv'}")
     print(f"best config: {result.experiment_dir / 'best_config.yaml'}")
     print(f"final run:   python -m sweep final {result.experiment_dir}")
@@ -294,17 +298,15 @@ def print_final(metrics: dict) -> None:
 def cmd_best(args) -> int:
     import pandas as pd
 
-    from sweep.files import BEST_CONFIG, RESULTS_CSV
+    from sweep.files import BEST_CONFIG, SPEC_FILE, read_results
 
     experiment_dir = Path(args.experiment_dir)
-    if not (experiment_dir / RESULTS_CSV).exists():
-        raise UserError(
-            f"{experiment_dir / RESULTS_CSV}: no such file; no trial of this sweep has ended yet, "
-            "or it is not a sweep's experiment directory"
-        )
-    table = pd.read_csv(experiment_dir / RESULTS_CSV)
+    rows = read_results(experiment_dir, load_yaml_mapping(experiment_dir / SPEC_FILE))
+    if not rows:
+        raise UserError(f"{experiment_dir}: no trial of this sweep has ended yet (results.csv has no row)")
+    table = pd.DataFrame(rows).drop(columns=["error", "start_time"])
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
-        print(table.drop(columns=["error"]).to_string(index=False))
+        print(table.to_string(index=False))
     best_path = experiment_dir / BEST_CONFIG
     if best_path.exists():
         print(f"\n{best_path}:\n{best_path.read_text()}")

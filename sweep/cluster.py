@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -44,11 +45,28 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
         check_reachable(address)
     if log_to_driver:  # the trials' own lines, each of them: Ray would fold lines that differ in numbers only
         os.environ["RAY_DEDUP_LOGS"] = "0"
-    kwargs = {"address": address} if address else {"include_dashboard": True, "dashboard_host": dashboard_host}
-    try:
-        return ray.init(**kwargs, logging_level="ERROR", log_to_driver=log_to_driver)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    if not address:
+        return ray.init(include_dashboard=True, dashboard_host=dashboard_host, logging_level="ERROR",
+                        log_to_driver=log_to_driver)  # fmt: skip
+    # Ray's client retries a refused token for ~30 s with a line on stderr each time: those lines are kept
+    # aside, and a refusal is one line that says what to do.
+    with tempfile.TemporaryFile("w+") as aside:
+        stderr = os.dup(2)
+        os.dup2(aside.fileno(), 2)
+        try:
+            return ray.init(address=address, logging_level="ERROR", log_to_driver=log_to_driver)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            aside.seek(0)
+            if "auth" in (problem + aside.read()).lower() and os.environ.get("RAY_AUTH_MODE") != "token":
+                raise UserError(
+                    f"the Ray cluster at {address} asks for a token (Ray's token authentication): set "
+                    "RAY_AUTH_MODE=token for this command (and the cluster's token in ~/.ray/auth_token)"
+                ) from None
+            raise UserError(f"cannot connect to the Ray cluster at {address}: {problem}") from None
+        finally:
+            os.dup2(stderr, 2)
+            os.close(stderr)
 
 
 class RayStart:

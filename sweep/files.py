@@ -3,8 +3,12 @@ Ray), so that `sweep report` and `sweep dashboard` start fast."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 RESULTS_CSV = "results.csv"  # a row per trial
@@ -14,6 +18,26 @@ SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experime
 OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard
 REPORT_HTML = "report.html"
 ENDED = ("completed", "stopped early", "error", "diverged")  # results.csv statuses that a resumed sweep keeps
+
+
+_restoring: list[Path] = []  # the experiment directory that Tune is restoring a sweep from, while it does
+
+
+@contextlib.contextmanager
+def restoring(experiment_dir: Path):
+    """While Tune restores a sweep (Tuner.restore and the fit that continues it), our objects that Tune
+    unpickles take their paths from `experiment_dir`, which may not be where the sweep was saved (Tune
+    supports moving an experiment directory: so do we)."""
+    _restoring.append(experiment_dir)
+    try:
+        yield
+    finally:
+        _restoring.pop()
+
+
+def relocated(experiment_dir: Path) -> Path:
+    """Where the experiment directory of the sweep being restored is now."""
+    return _restoring[-1] if _restoring else experiment_dir
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -79,11 +103,67 @@ def unclaim_if_empty(experiment_dir: Path) -> None:
         experiment_dir.rmdir()
 
 
-def parse_cell(text: str):
-    """A parameter's value as results.csv writes it: an int, a float, or the text itself."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def format_cell(value) -> str:
+    """A parameter's value as results.csv holds it: JSON for a list or a mapping, '' for None, else str()."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def cell_parser(param: dict):
+    """Text of results.csv -> the value, for a parameter as sweep.yaml describes it: one of its listed
+    `values`, or the first of its `types` that reads the text (our trainer's flags: `precision: "32"`
+    stays a string, `limit_train_batches: 8` an int)."""
+    if param.get("values") is not None:
+        listed = {format_cell(value): value for value in param["values"]}
+        return lambda text: listed.get(text, text)
+    readers = {"int": int, "float": float, "bool": lambda t: {"True": True, "False": False}[t], "str": str}
+
+    def parse(text: str):
+        if text == "" and "null" in param["types"]:
+            return None
+        for name in param["types"]:
+            try:
+                return readers[name](text) if name in readers else json.loads(text)
+            except (ValueError, KeyError):
+                continue
+        return text
+
+    return parse
+
+
+def read_results(experiment_dir: Path, saved: dict) -> list[dict]:
+    """results.csv's rows typed, for the sweep that `saved` (sweep.yaml) describes: parameters by their
+    types, metrics and durations as numbers (None where empty), start as a timestamp; [] before the first
+    trial has ended (or when the driver was killed before that)."""
+    path = experiment_dir / RESULTS_CSV
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    parsers = {name: cell_parser(param) for name, param in saved["params"].items()}
+    numbers = {**dict.fromkeys(saved["metrics"], float), "best_epoch": int, "duration_s": float}
+    for row in rows:
+        row.update({name: parse(row[name]) for name, parse in parsers.items()})
+        row.update({key: kind(row[key]) if row[key] != "" else None for key, kind in numbers.items()})
+        row.update(epochs=int(row["epochs"]), train_time_s=float(row["train_time_s"]), retries=int(row["retries"]))
+        row["start_time"] = datetime.fromisoformat(row["start"]).timestamp() if row["start"] else None
+    return rows
+
+
+def ended_ids(rows) -> set[str]:
+    """The trials that ended, which a resumed sweep keeps as they are."""
+    return {row["trial_id"] for row in rows if row["status"] in ENDED}
+
+
+def best_row(rows, metric: str, mode: str) -> dict | None:
+    """The one definition of the best trial: the best value of the metric among trials that neither
+    failed nor diverged (an interrupted one counts: it ran that far); None when none has a value."""
+    best = None
+    for row in rows:
+        value = row[metric]
+        if value is None or row["status"] in ("error", "diverged") or value != value:  # NaN
+            continue
+        if best is None or (value > best[metric] if mode == "max" else value < best[metric]):
+            best = row
+    return best

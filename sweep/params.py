@@ -99,12 +99,29 @@ class Param:
             sampled = self.from_quantile(sampled)
         if self.q is not None:
             sampled = float(f"{round(sampled / self.q) * self.q:.12g}")  # 0.30000000000000004 -> 0.3
-        # Only where the flag takes one of the two: `limit_train_batches: int | float` keeps 8 and 0.5 apart.
-        if isinstance(sampled, float) and takes_int(self.flag):
-            return int(round(sampled))
-        if type(sampled) is int and int not in self.flag.options and float in self.flag.options:
-            return float(sampled)
-        return sampled
+        return self.typed(sampled)
+
+    def typed(self, value: Any) -> Any:
+        """Only where the flag takes one of the two: `limit_train_batches: int | float` keeps 8 and 0.5 apart."""
+        if isinstance(value, float) and takes_int(self.flag):
+            return int(round(value))
+        if type(value) is int and int not in self.flag.options and float in self.flag.options:
+            return float(value)
+        return value
+
+    @property
+    def values(self) -> list | None:
+        """Every value a trial can get, where they are listed; None for a range."""
+        if isinstance(self.from_quantile, (WeightedChoice, IndexedChoice)):
+            return [self.typed(v) for v in self.from_quantile.values]
+        if isinstance(self.distribution, od.CategoricalDistribution):
+            return [self.typed(v) for v in self.distribution.choices]
+        return None
+
+    @property
+    def types(self) -> list[str]:
+        """The names of the types the flag takes, in the order a command line reads them."""
+        return ["any" if t is Any else "null" if t is type(None) else t.__name__ for t in self.flag.options]
 
     def check(self, value: Any) -> Any:
         """`value()`'s result, checked: a draw outside what the flag accepts (a normal's tail) fails this trial

@@ -15,15 +15,15 @@ from sweep import program
 
 
 def run_program_trial(
-    values: dict, *, spec, experiment_dir: str, verbose: bool = False, ended: frozenset = frozenset()
+    values: dict, *, spec, experiment_dir: str, verbose: bool = False, ended: dict | None = None
 ) -> None:
     """Tune's function trainable for a program: no checkpoint, so a trial run again (a lost worker, a
     resumed sweep) runs the program again from the beginning. A program that fails, or never logs the
     metric, ends its trial with a one-line reason in its last result (`failed`)."""
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    if trial_id in ended:
-        return
+    if trial_id in (ended or {}):  # ended before the sweep was resumed: it ends again, as it did
+        return tune.report(ended[trial_id])
     run_dir = Path(experiment_dir) / Path(context.get_trial_dir()).name  # Tune's trial directory
     base = {
         "trial_start": time.time(),

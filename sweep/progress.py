@@ -66,6 +66,14 @@ class ProgressView(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.ended_trial(trial)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Tune runs the trial again (a lost worker or node, a CUDA error): say why, once."""
+        from sweep.results import error_summary
+
+        retries = self.writer.rows[trial.trial_id]["retries"] if trial.trial_id in self.writer.rows else "?"
+        self.write(f"trial {trial.trial_id}: {error_summary(trial)}; running it again ({retries} of "
+                   f"{self.spec.max_failures} retries)")  # fmt: skip
+
     def on_step_end(self, iteration, trials, **info):
         self.refresh()
 

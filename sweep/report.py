@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from sweep.files import EPOCHS_CSV, REPORT_HTML, RESULTS_CSV, SPEC_FILE, parse_cell, write_atomically
+from sweep.files import EPOCHS_CSV, REPORT_HTML, SPEC_FILE, best_row, format_cell, read_results, write_atomically
 from text_recognizer.util import UserError
 
 LEGEND_TRIALS = 20  # a legend of more trials than this hides the plot (the HTML has hover labels instead)
@@ -36,6 +36,11 @@ def read_csv(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def as_optuna_value(value):
+    """A parameter's value as Optuna can hold it: a program's list or mapping as its text."""
+    return format_cell(value) if isinstance(value, (list, dict)) else value
 
 
 def as_ran_distribution(distribution, values: list) -> optuna.distributions.BaseDistribution:
@@ -55,13 +60,13 @@ def study_as_ran(spec: dict, rows: list[dict], epochs: list[dict]) -> tuple[optu
     """An in-memory study of the trials that reported the metric, numbered in their start order, and
     those trials' rows."""
     metric = spec["metric"]
-    rows = [row for row in rows if row[metric] != "" and math.isfinite(float(row[metric]))]
+    rows = [row for row in rows if row[metric] is not None and math.isfinite(row[metric])]
     curves: dict[str, dict[int, float]] = {}
     for line in epochs:
         value = float(line[metric])
         if math.isfinite(value):
             curves.setdefault(line["trial_id"], {})[int(line["epoch"])] = value
-    values = {name: [parse_cell(row[name]) for row in rows] for name in spec["params"]}
+    values = {name: [as_optuna_value(row[name]) for row in rows] for name in spec["params"]}
     distributions = {
         name: as_ran_distribution(optuna.distributions.json_to_distribution(json.dumps(param["optuna"])), values[name])
         for name, param in spec["params"].items()
@@ -73,7 +78,7 @@ def study_as_ran(spec: dict, rows: list[dict], epochs: list[dict]) -> tuple[optu
             optuna.trial.create_trial(
                 params={name: values[name][i] for name in distributions},
                 distributions=distributions,
-                value=float(row[metric]),
+                value=row[metric],
                 intermediate_values=curves.get(row["trial_id"], {}),
                 user_attrs={"trial_id": row["trial_id"], "status": row["status"]},
             )
@@ -103,6 +108,11 @@ def plotly_figures(study: optuna.Study, rows: list[dict], metric: str) -> dict:
         figures["importance"] = ov.plot_param_importances(study, target_name=metric)
     figures["learning-curves"] = ov.plot_intermediate_values(study)
     figures["learning-curves"].update_layout(xaxis_title="epoch", yaxis_title=metric)
+    trial_ids = {f"Trial{t.number}": t.user_attrs["trial_id"] for t in study.trials}
+    for curve in figures["learning-curves"].data:  # which line is which trial: its name, hover and legend
+        curve.name = f"#{curve.name.removeprefix('Trial')} {trial_ids.get(curve.name, '')}"
+        curve.hovertemplate = f"{curve.name}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>"
+        curve.showlegend = len(rows) <= LEGEND_TRIALS
     for name, figure in figures.items():
         figure.update_layout(title=PLOTS[name])
     return figures
@@ -150,14 +160,28 @@ def write_pngs(study: optuna.Study, rows: list[dict], metric: str, experiment_di
     return written
 
 
-def table_html(rows: list[dict], numbers: dict[str, int]) -> str:
+def table_cell(key: str, value, spec: dict) -> str:
+    """A results.csv value as the terminal shows it: 3 significant digits of a parameter, the metric as
+    in the trial lines, the Ray node's first 8 characters."""
+    if value is None:
+        return ""
+    if key in spec["params"]:
+        return f"{value:.3g}" if isinstance(value, float) else format_cell(value)
+    if key in spec["metrics"]:
+        return f"{value:.4g}" if spec.get("program") else f"{value:.4f}"
+    if key == "node":
+        return value[:8]
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def table_html(rows: list[dict], numbers: dict[str, int], spec: dict) -> str:
     if not rows:
         return "<p>No trial has ended yet.</p>"
-    columns = ["#", *rows[0]]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    columns = [column for column in rows[0] if column != "start_time"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["#", *columns])
     body = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(str(v))}</td>" for v in [numbers.get(row["trial_id"], ""), *row.values()])
+        f"<tr><td>{numbers.get(row['trial_id'], '')}</td>"
+        + "".join(f"<td>{html.escape(table_cell(column, row[column], spec))}</td>" for column in columns)
         + "</tr>"
         for row in rows
     )
@@ -175,7 +199,7 @@ def write_report(experiment_dir: str | Path) -> tuple[Path, list[Path]]:
     spec = yaml.safe_load(spec_path.read_text())
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
     metric = spec["metric"]
-    all_rows = read_csv(experiment_dir / RESULTS_CSV)
+    all_rows = read_results(experiment_dir, spec)
     study, rows = study_as_ran(spec, all_rows, read_csv(experiment_dir / EPOCHS_CSV))
     numbers = {row["trial_id"]: i for i, row in enumerate(rows)}
     sections = []
@@ -190,13 +214,10 @@ def write_report(experiment_dir: str | Path) -> tuple[Path, list[Path]]:
             sections.append(figure.to_html(full_html=False, include_plotlyjs=False, div_id=name))
         if "importance" not in figures:
             sections.append("<p>Parameter importance needs at least 2 trials with a result.</p>")
-    best = max if spec["mode"] == "max" else min
-    headline = (
-        f"best {metric} {best(float(r[metric]) for r in rows):.4f}, trial "
-        f"{best(rows, key=lambda r: float(r[metric]))['trial_id']}"
-        if rows
-        else f"no trial has reported {metric} yet"
-    )
+    best = best_row(all_rows, metric, spec["mode"])  # as best_config.yaml's
+    headline = f"no trial has reported {metric} yet"
+    if best is not None:
+        headline = f"best {metric} {table_cell(metric, best[metric], spec)}, trial {best['trial_id']}"
     title = f"Sweep {spec['name']}: {len(all_rows)} of {spec['num_samples']} trials, {headline}"
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -205,7 +226,7 @@ def write_report(experiment_dir: str | Path) -> tuple[Path, list[Path]]:
         f"<script>{get_plotlyjs()}</script></head><body><h1>{html.escape(title)}</h1>"
         f"<p>{html.escape(str(experiment_dir))}; plots number trials in their start order (the table's #).</p>"
         + "".join(sections)
-        + f"<h2>Trials</h2>{table_html(all_rows, numbers)}</body></html>"
+        + f"<h2>Trials</h2>{table_html(all_rows, numbers, spec)}</body></html>"
     )
     report = experiment_dir / REPORT_HTML
     write_atomically(report, page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from ray import tune
 
-from sweep.files import BEST_CONFIG, ENDED, EPOCHS_CSV, RESULTS_CSV, parse_cell, write_atomically
+from sweep import files
+from sweep.files import BEST_CONFIG, ENDED, EPOCHS_CSV, RESULTS_CSV, format_cell, write_atomically
 from sweep.space import SweepSpec
 
 # Around the parameters' and the metrics' columns. For a program, an "epoch" is one logged value of the
@@ -48,10 +49,13 @@ class ResultsWriter(tune.Callback):
         self.ended: set[str] = set()
         self.restored = False  # rows read back, not yet matched against Tune's trials
 
+    def __setstate__(self, state: dict):  # Tune unpickles it to resume the sweep, maybe moved since
+        self.__dict__.update(state, experiment_dir=files.relocated(state["experiment_dir"]))
+
     def setup(self, **info):
         if not self.rows and (self.experiment_dir / RESULTS_CSV).exists():
             self.rows = {row["trial_id"]: row for row in load_rows(self.experiment_dir, self.spec)}
-            self.ended = {trial_id for trial_id, row in self.rows.items() if row["status"] in ENDED}
+            self.ended = files.ended_ids(self.rows.values())
             self.restored = True
         if not (self.experiment_dir / EPOCHS_CSV).exists():
             with open(self.experiment_dir / EPOCHS_CSV, "w", newline="") as f:
@@ -170,34 +174,34 @@ def ordered(rows) -> list[dict]:
 
 
 def best_row(rows, spec: SweepSpec) -> dict | None:
-    best = None
-    key = spec.metric
+    return files.best_row(rows, spec.metric, spec.mode)
+
+
+def recorded_results(rows: list[dict], spec: SweepSpec) -> dict[str, dict]:
+    """Each ended trial's last result, as it reports it again when Tune's record of the experiment (saved
+    every ~10 s) is behind results.csv and a resumed sweep runs it once more: it reports this and ends."""
+    recorded = {}
     for row in rows:
-        if row[key] is not None and row["status"] not in ("error", "diverged"):
-            if best is None or is_better(row[key], best[key], spec.mode):
-                best = row
-    return best
+        if row["status"] in ENDED:
+            metrics = {m: math.nan if row[m] is None else row[m] for m in spec.metrics}
+            recorded[row["trial_id"]] = {
+                **metrics,
+                **{"epoch": row["epochs"], "epoch_time_s": 0.0, "trial_start": row["start_time"] or 0.0},
+                **{"node": row["node"], "diverged": row["status"] == "diverged", "failed": "", "ended": True},
+            }
+    return recorded
 
 
 def load_rows(experiment_dir: Path, spec: SweepSpec) -> list[dict]:
-    """results.csv's rows, typed as ResultsWriter keeps them."""
-    with open(experiment_dir / RESULTS_CSV, newline="") as f:
-        rows = list(csv.DictReader(f))
-    numbers = {**dict.fromkeys(spec.metrics, float), "best_epoch": int, "duration_s": float}
-    for row in rows:
-        for key in spec.params:
-            row[key] = parse_cell(row[key])
-        for key, kind in numbers.items():
-            row[key] = kind(row[key]) if row[key] != "" else None
-        row.update(epochs=int(row["epochs"]), train_time_s=float(row["train_time_s"]), retries=int(row["retries"]))
-        row["start_time"] = datetime.fromisoformat(row["start"]).timestamp() if row["start"] else None
-    return rows
+    """results.csv's rows, typed as ResultsWriter keeps them; [] before any trial ended."""
+    return files.read_results(experiment_dir, spec.columns)
 
 
 def error_summary(trial) -> str:
     """The exception line of a failed trial, and where its whole traceback is kept."""
     kept = Path(trial.path) / "error.txt"  # in the experiment directory, once Tune has synced it
-    try:  # Tune has just written the traceback to the trial's local staging directory
+    try:  # Tune has just written the traceback to the trial's local staging directory: Trial.error_file,
+        # of Ray's Trial (a DeveloperAPI; Ray's version is pinned in pyproject.toml)
         lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
     except (OSError, TypeError):
         lines = []
@@ -209,8 +213,7 @@ def format_row(row: dict, spec: SweepSpec) -> dict:
     if row["start_time"] is not None:
         out["start"] = datetime.fromtimestamp(row["start_time"]).isoformat(timespec="milliseconds")
     for key in spec.params:
-        if isinstance(row[key], (list, dict)):  # a program's listed value
-            out[key] = json.dumps(row[key])
+        out[key] = format_cell(row[key])
     for key in spec.metrics:
         if row[key] is not None:
             out[key] = spec.metric_text(row[key])

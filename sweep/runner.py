@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
-from sweep.files import BEST_CONFIG, ENDED, LOCK, RESULTS_CSV, SPEC_FILE, write_atomically
+from sweep.files import BEST_CONFIG, ENDED, LOCK, SPEC_FILE, restoring, write_atomically
 from sweep.params import IndexedChoice
 from sweep.results import ResultsWriter, ordered
 from sweep.space import SweepSpec
@@ -39,6 +39,11 @@ class SweepResult:
     @property
     def errors(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C, or the driver failed: trials were cut off, to be continued by `resume`."""
+        return any(row["status"] == "interrupted" for row in self.rows)
 
 
 def load_splits(config: dict) -> Splits:
@@ -81,7 +86,8 @@ def resolved_spec(spec: SweepSpec, argv: list[str]) -> dict:
                     {"sampled": "index" if isinstance(p.from_quantile, IndexedChoice) else "quantile"}
                     if p.from_quantile
                     else {}
-                ),  # fmt: skip
+                ),
+                **spec.columns["params"][name],  # types and values: how results.csv is read back
             }
             for name, p in spec.params.items()
         },
@@ -105,7 +111,7 @@ def run_sweep(
 ) -> SweepResult:
     """Run the sweep into `experiment_dir` (new, or made empty by `files.claim`) on a local Ray or the
     cluster at `address`, or on the one `ray_start` is starting, which the caller then shuts down.
-    `verbose`: Tune's own output, not ours."""
+    `verbose`: the trials' own output too."""
     if experiment_dir.exists() and [p.name for p in experiment_dir.iterdir()] not in ([], [LOCK]):
         raise UserError(f"{experiment_dir} is not empty: continue its sweep with `python -m sweep resume`")
     starting = ray_start or RayStart(address, log_to_driver=verbose)
@@ -126,7 +132,7 @@ def resume_sweep(
     then no Ray is started."""
     from sweep.results import best_row, load_rows
 
-    rows = load_rows(experiment_dir, spec) if (experiment_dir / RESULTS_CSV).exists() else []
+    rows = load_rows(experiment_dir, spec)
     best = best_row(rows, spec)
     target_reached = best is not None and spec.reached_target(best[spec.metric])
     running = any(row["status"] not in ENDED for row in rows)
@@ -138,6 +144,8 @@ def resume_sweep(
     try:
         context = ray_start.result()
         result = sweep_on_ray(spec, context, experiment_dir, verbose, "restore") if unfinished else None
+        if result is not None and result.interrupted:  # Ctrl-C: the command stops here, growing nothing
+            return spec, result
         if grow:
             spec = dataclasses.replace(spec, num_samples=grow_to)
             argv = load_yaml_mapping(experiment_dir / SPEC_FILE)["command"][3:]
@@ -164,7 +172,7 @@ def sweep_on_ray(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sweep.progress import ProgressView
-    from sweep.results import best_row, load_rows
+    from sweep.results import best_row, load_rows, recorded_results
     from sweep.searcher import make_searcher
 
     concurrency = trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing made
@@ -173,7 +181,7 @@ def sweep_on_ray(
     if mode != "restore":
         save_spec(spec, experiment_dir, argv or [])
     rows = load_rows(experiment_dir, spec) if mode != "run" else []
-    ended = frozenset(row["trial_id"] for row in rows if row["status"] in ENDED)
+    ended = recorded_results(rows, spec)
     if spec.program:
         from sweep.program_trial import run_program_trial
 
@@ -199,12 +207,12 @@ def sweep_on_ray(
         f"{dashboard_text(context)}",
         flush=True,
     )
-    if not verbose:
-        # Tune's newer reporter prints its start box and a TensorBoard hint into /tmp/ray even at verbose=0;
-        # the older one is silent at 0. Tune reads this when the fit starts.
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune's newer reporter prints its start box and a TensorBoard hint into /tmp/ray even at verbose=0; the
+    # older one is silent at 0. Tune reads this environment variable (Ray 2.60's) when the fit starts.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     if mode == "restore":  # Tune's callbacks, searcher and scheduler come back from the experiment's files
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=False)
+        with restoring(experiment_dir):  # which may have been moved since
+            tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=False).fit()
     else:
         scheduler = FIFOScheduler()
         if spec.asha:
@@ -227,14 +235,14 @@ def sweep_on_ray(
             run_config=tune.RunConfig(
                 name=experiment_dir.name,
                 storage_path=str(experiment_dir.parent),
-                callbacks=[writer] if verbose else [writer, ProgressView(spec, writer)],  # the view reads the writer
-                verbose=int(verbose),
+                callbacks=[writer, ProgressView(spec, writer)],  # the view reads the writer
+                verbose=0,  # our view, run or resumed; --verbose adds the trials' own output
                 # A lost worker or node: the trial runs again, from its latest checkpoint, on any node with room.
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    tuner.fit()  # the callbacks write results.csv as trials end, and when the fit ends or is interrupted
+        tuner.fit()  # the callbacks write results.csv as trials end, and when the fit ends or is interrupted
     rows = ordered(load_rows(experiment_dir, spec))
     report = None
     if rows:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later

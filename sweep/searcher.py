@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -12,12 +11,50 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from sweep.files import ENDED, OPTUNA_JOURNAL, RESULTS_CSV
+from sweep.files import OPTUNA_JOURNAL, ended_ids, read_results, relocated
 from sweep.space import SweepSpec
 
 
+class TrialSpace:
+    """The searcher's define-by-run space (Ray's documented alternative to a dict of distributions): it
+    samples what Optuna models, then returns the values the trial runs with (q-rounded, mapped from a
+    quantile), so Tune's config, params.json and results.csv hold what ran; the Optuna trial keeps them in
+    its user attributes, which optuna-dashboard shows, beside `tune_trial_id`, the trial_id of results.csv.
+    An object, not a bound method: Tune pickles it with the searcher, and it stays that searcher's."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.trial_id = ""  # the Tune trial being sampled for
+
+    def __call__(self, trial: optuna.Trial) -> dict:
+        trial.set_user_attr("tune_trial_id", self.trial_id)
+        sampled = {name: suggest(trial, name, param.distribution) for name, param in self.spec.params.items()}
+        values = self.spec.trial_values(sampled)
+        for name, value in values.items():
+            if value != sampled[name]:
+                trial.set_user_attr(name, value)
+        return values
+
+
+class ExperimentJournal(JournalFileBackend):
+    """Optuna's journal file, which follows its experiment directory: Tune pickles the searcher with its
+    study, and a sweep that was moved (`mv`) and resumed writes to the journal where it is now."""
+
+    def __init__(self, file_path: str):
+        super().__init__(file_path)
+        self.file_path = file_path
+
+    def __reduce__(self):
+        path = Path(self.file_path)
+        return ExperimentJournal, (str(relocated(path.parent) / path.name),)
+
+
+def journal_storage(experiment_dir: Path) -> JournalStorage:
+    return JournalStorage(ExperimentJournal(str(experiment_dir / OPTUNA_JOURNAL)))
+
+
 class SweepSearch(OptunaSearch):
-    """Ray's OptunaSearch, with two changes.
+    """Ray's OptunaSearch, with these changes.
 
     Stopped trials are PRUNED (with `stopped_trials: pruned`), as Optuna's own pruners do: Ray's OptunaSearch tells
     Optuna COMPLETE with the value of its last epoch, so TPE ranks a trial stopped after one epoch as if it
@@ -28,56 +65,51 @@ class SweepSearch(OptunaSearch):
     starts no new trial and lets the running ones finish, as W&B does. (Tune's stoppers either stop one
     trial or all of them, running ones too.)
 
-    The space is a define-by-run function (Ray's documented alternative to a dict of distributions): it
-    samples what Optuna models, then returns the values the trial runs with (q-rounded, mapped from a
-    quantile), so Tune's config, params.json and results.csv hold what ran; the Optuna trial keeps them in
-    its user attributes, which optuna-dashboard shows, beside `tune_trial_id`, the trial_id of results.csv.
+    Its space is a TrialSpace. A resumed sweep's searcher catches up with what happened after Tune last
+    saved it (see `restore`).
     """
 
     def __init__(self, *, spec: SweepSpec, experiment_dir: Path, **kwargs):
-        super().__init__(space=self.define_trial, **kwargs)
+        self.space = TrialSpace(spec)
+        super().__init__(space=self.space, **kwargs)
         self.spec = spec
         self.experiment_dir = experiment_dir
         self.target_reached = False
-        self.suggesting = ""  # the Tune trial that `define_trial` samples for
+        self.suggested: set[str] = set()  # the Tune trials this searcher was asked for
         self.ended: set[str] = set()  # trials told to Optuna after Tune last saved this searcher
+        self.reported: dict[str, int] = {}  # the last step told to Optuna, of trials that a resume continues
         self.seen: dict[str, int] = {}  # the last iteration Tune passed to on_trial_result, per trial
 
     def restore(self, checkpoint_path: str):
         """Tuner.restore: the state Tune saved (up to ~10 s before the driver ended), then what the study
         and results.csv hold since. A trial that ended after the save is not told again; an Optuna trial
-        asked for after it is one that Tune does not know: FAIL, and Tune asks for another in its place."""
+        asked for after it is one that Tune does not know: FAIL, and Tune asks for another in its place.
+        A trial that continues from a checkpoint does not tell Optuna again the steps it had told."""
         super().restore(checkpoint_path)
-        # The saved space is `define_trial` bound to the copy of this searcher that was pickled with it.
-        self._space = self.define_trial
-        with open(self.experiment_dir / RESULTS_CSV, newline="") as f:
-            self.ended = {row["trial_id"] for row in csv.DictReader(f) if row["status"] in ENDED}
-        known = set(self._ot_trials)  # OptunaSearch's map of Tune trial ids to Optuna trials
-        for trial in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.user_attrs.get("tune_trial_id") not in known:
-                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-    def define_trial(self, trial) -> dict:
-        trial.set_user_attr("tune_trial_id", self.suggesting)
-        sampled = {name: suggest(trial, name, param.distribution) for name, param in self.spec.params.items()}
-        values = self.spec.trial_values(sampled)
-        for name, value in values.items():
-            if value != sampled[name]:
-                trial.set_user_attr(name, value)
-        return values
+        self.experiment_dir = relocated(self.experiment_dir)
+        self.ended = ended_ids(read_results(self.experiment_dir, self.spec.columns))
+        study = optuna.load_study(study_name=self.spec.name, storage=journal_storage(self.experiment_dir))
+        for trial in study.get_trials(deepcopy=False):
+            tune_trial_id = trial.user_attrs.get("tune_trial_id")
+            if trial.state == optuna.trial.TrialState.RUNNING and tune_trial_id not in self.suggested:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            elif trial.intermediate_values:
+                self.reported[tune_trial_id] = max(trial.intermediate_values)
 
     def suggest(self, trial_id: str):
         if self.target_reached:
             return Searcher.FINISHED
-        self.suggesting = trial_id
+        self.space.trial_id = trial_id
+        self.suggested.add(trial_id)
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
         self.seen[trial_id] = result.get("training_iteration")
         if trial_id in self.ended or result.get("failed") or not math.isfinite(result[self.spec.metric]):
             return  # Optuna keeps the last finite value
-        super().on_trial_result(trial_id, result)
         self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])
+        if result["training_iteration"] > self.reported.get(trial_id, 0):
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self.ended:
@@ -131,6 +163,6 @@ def make_searcher(spec: SweepSpec, experiment_dir: Path, seed_offset: int = 0) -
         mode=spec.mode,
         sampler=sampler,
         study_name=spec.name,
-        storage=JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL))),
+        storage=journal_storage(experiment_dir),
     )
     return SweepSearch(**kwargs, spec=spec, experiment_dir=experiment_dir)

@@ -97,6 +97,12 @@ class SweepSpec:
     def reached_target(self, value: float) -> bool:
         return self.target is not None and (value >= self.target if self.mode == "max" else value <= self.target)
 
+    @property
+    def columns(self) -> dict:
+        """What results.csv's columns hold, as sweep.yaml records it (files.read_results reads either)."""
+        params = {name: {"types": p.types, "values": p.values} for name, p in self.params.items()}
+        return {"params": params, "metrics": list(self.metrics)}
+
     def trial_values(self, sampled: dict) -> dict:
         """The searched parameters' values of one trial, from Optuna's samples: what Tune's config holds."""
         return {k: self.params[k].value(v) for k, v in sampled.items()}
@@ -226,7 +232,7 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     reader.check_keys(resources, "resources", ["gpus_per_trial", "cpus_per_trial"])
     gpus = reader.number(resources.get("gpus_per_trial", 0), "resources.gpus_per_trial", minimum=0)
     cpus = reader.number(resources.get("cpus_per_trial", 1), "resources.cpus_per_trial", minimum=0.01)
-    return SweepSpec(
+    spec = SweepSpec(
         path=str(path),
         name=slug,
         base_config=base_config,
@@ -245,6 +251,39 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
         warnings=warnings,
         program=program,
     )
+    check_resources(spec)
+    return spec
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """What each trial asks of Ray against what it will do with it, once the command line's flags are
+    applied too: every mismatch that would fail each trial or leave a GPU idle is one line, before Ray."""
+    gpus, key = spec.gpus_per_trial, f"{spec.path}: key 'resources.gpus_per_trial' (or --gpus-per-trial)"
+    if 0 < gpus < 1 and abs(1 / gpus - round(1 / gpus)) > 1e-6:
+        raise UserError(f"{key}: {gpus:g} does not divide a GPU, so part of each GPU stays idle: use 1/n (0.5, 0.25)")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise UserError(f"{key}: {gpus:g}: above 1, give a whole number of GPUs")
+    if spec.program is not None:
+        return  # a program uses the GPUs it is given as it likes (several: torchrun, DDP)
+    config = spec.base_config
+    wants_gpu = bool(config["gpus"]) or config["accelerator"] in ("gpu", "cuda")
+    if gpus > 1:
+        raise UserError(
+            f"{key}: {gpus:g}: a trial of our trainer is one process; several GPUs would start Lightning's DDP "
+            "inside one Ray trial, which sweep does not do: use 1, or a fraction to share a GPU"
+        )
+    if gpus == 0 and wants_gpu:
+        raise UserError(
+            f"{spec.path}: key 'run.gpus'/'run.accelerator': trials train on a GPU, but reserve none, and Ray "
+            "hides the GPUs from them: every trial would fail; pass --gpus-per-trial 1 (or 0.5 to share one)"
+        )
+    if gpus > 0 and config["accelerator"] == "cpu":
+        raise UserError(
+            f"{spec.path}: key 'run.accelerator': cpu, with {gpus:g} GPU reserved per trial that would stay idle: "
+            "pass --gpus-per-trial 0, or drop accelerator: cpu"
+        )
+    if gpus > 0 and max(config["gpus"] or 1, config["devices"] if isinstance(config["devices"], int) else 1) > 1:
+        raise UserError(f"{spec.path}: key 'run.gpus'/'run.devices': a trial gets {gpus:g} GPU: ask for 1 at most")
 
 
 def read_program(reader: SpecReader, raw: dict, cwd: str) -> tuple[Program | None, list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -66,10 +67,13 @@ class ReportToTune(pl.Callback):
         self.last_checkpoint = time.monotonic()
 
     def result(self, **values) -> dict:
-        """What every report holds; a trial that failed before an epoch ended reports NaN and epoch 0."""
+        """What every report holds; a trial that failed before an epoch ended reports NaN and epoch 0. The
+        GPUs it sees (Ray's for it) and the most memory it took on them, for benchmarks/gpu_check.sh."""
         nan = float("nan")
         base = {"val_acc": nan, "val_loss": nan, "epoch": 0, "epoch_time_s": 0.0, "diverged": False, "failed": ""}
-        return {**base, "trial_start": self.trial_start, "node": self.node, **values}
+        gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+        gpus = {"gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "gpu_peak_mb": gpu_mb}
+        return {**base, "trial_start": self.trial_start, "node": self.node, **gpus, **values}
 
     def report(self, trainer, checkpoint=None, diverged: bool = False) -> None:
         metrics = trainer.callback_metrics
@@ -101,17 +105,65 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def run_trial(values: dict, *, spec, splits: Splits, experiment_dir: str, ended: frozenset = frozenset()) -> None:
+# Messages of CUDA errors after which the CUDA context of the process is unusable ("sticky" errors).
+CUDA_ERRORS = ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "device-side assert")
+
+
+def cuda_failure(exc: BaseException) -> str | None:
+    """'oom' for CUDA's out of memory, 'cuda' for any other CUDA error, None for the rest."""
+    if isinstance(exc, torch.OutOfMemoryError) or "CUDA out of memory" in str(exc):
+        return "oom"
+    if isinstance(exc, getattr(torch, "AcceleratorError", ())) or any(text in str(exc) for text in CUDA_ERRORS):
+        return "cuda"
+    return None
+
+
+def training_failed(exc: Exception, spec, callback) -> None:
+    """The training code raised. Most errors would come back on a retry: the trial ends with the error in
+    its last result (`failed`), its traceback in error.txt, and its worker goes on with the next trial.
+
+    A CUDA error is raised again, for Tune to retry the trial (--max-failures, counted in `retries`) on a
+    fresh worker: after an illegal memory access or a device-side assert, the worker's CUDA context is
+    unusable and must serve no other trial. So is out of memory on a GPU that trials share (a fraction per
+    trial), which can pass when the neighbours differ; on a GPU of its own it would come back, and it ends
+    the trial as other errors do."""
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    kind = cuda_failure(exc)
+    if kind == "oom" and spec.gpus_per_trial < 1:
+        sharing = round(1 / spec.gpus_per_trial)
+        raise RuntimeError(
+            f"{line} ({spec.gpus_per_trial:g} GPU per trial: {sharing} trials share each GPU); retried on another "
+            f"worker, or give each trial more with --gpus-per-trial {min(1.0, 2 * spec.gpus_per_trial):g}"
+        ) from exc
+    if kind == "cuda":
+        raise RuntimeError(
+            f"{line}: its worker's CUDA context is unusable; the trial is retried on a fresh one"
+        ) from exc
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    (trial_dir / "error.txt").write_text(traceback.format_exc())
+    tune.report(callback.result(failed=line))
+
+
+def run_trial(values: dict, *, spec, splits: Splits, experiment_dir: str, ended: dict | None = None) -> None:
     """Tune's function trainable; `spec` and `splits` arrive once per node through the object store.
 
     A trial that Tune retries (its worker or node was lost) continues from its latest checkpoint. An
-    exception of the training code itself would be raised again by a retry: the trial ends with it in
-    its last result (`failed`) and its traceback in error.txt, instead of raising it for Tune to retry.
-    `ended`: trials that a resumed sweep has in results.csv as ended, which Tune's saved state may not.
+    exception of the training code itself ends the trial (see `training_failed`).
+    `ended`: the last results of trials that a resumed sweep has in results.csv as ended, which Tune's
+    saved state may not: such a trial reports it again and ends.
     """
-    if tune.get_context().get_trial_id() in ended:
-        return
+    context = tune.get_context()
+    if context.get_trial_id() in (ended or {}):
+        return tune.report(ended[context.get_trial_id()])
     trial_start = time.time()
+    callback = ReportToTune(trial_start, spec.checkpoint_interval_s)
+    if not os.access(experiment_dir, os.W_OK):  # this node does not see the driver's storage path
+        return tune.report(
+            callback.result(
+                failed=f"node {callback.node[:8]} cannot write to the sweep's storage path {experiment_dir}: pass "
+                "--storage-path on a filesystem that every node mounts at the same place (NFS)"
+            )
+        )
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     with tempfile.TemporaryDirectory() as folder:
@@ -120,10 +172,8 @@ def run_trial(values: dict, *, spec, splits: Splits, experiment_dir: str, ended:
         if checkpoint is not None:
             checkpoint.to_directory(folder)
             ckpt_path = str(Path(folder) / CHECKPOINT_FILE)
-            trial_start = json.loads((Path(folder) / META_FILE).read_text())["trial_start"]
-        callback = ReportToTune(trial_start, spec.checkpoint_interval_s)
+            callback.trial_start = json.loads((Path(folder) / META_FILE).read_text())["trial_start"]
         try:
-            context = tune.get_context()
             train(
                 spec.trial_config(values),
                 splits=splits,
@@ -134,12 +184,4 @@ def run_trial(values: dict, *, spec, splits: Splits, experiment_dir: str, ended:
                 run_id=context.get_trial_id(),
             )
         except Exception as exc:
-            trial_dir = Path(tune.get_context().get_trial_dir())
-            (trial_dir / "error.txt").write_text(traceback.format_exc())
-            line = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            if str(exc).startswith("Unable to set up cluster storage"):  # Tune's check, on a node without it
-                line = (
-                    f"node {callback.node[:8]} cannot write checkpoints to the sweep's storage path: pass "
-                    "--storage-path on a filesystem that every node mounts at the same place (NFS)"
-                )
-            tune.report(callback.result(failed=line))
+            training_failed(exc, spec, callback)

@@ -218,7 +218,8 @@ def test_an_interrupted_sweep_printed_status_lines_and_keeps_its_report(live_swe
     sweep, experiment_dir, _ = live_sweep
     wait_for(lambda: (experiment_dir / "results.csv").exists(), 120, "a first trial to end")
     started = psutil.Process(sweep.pid).create_time()
-    wait_for(lambda: time.time() - started > 25, 60, "the sweep to run 25 s")
+    # Status lines come every 10 s from the start line on: two or more, the last after a trial had ended.
+    wait_for(lambda: time.time() - started > 40, 60, "the sweep to run 40 s")
     sweep.send_signal(signal.SIGINT)
     stdout, stderr = sweep.communicate(timeout=180)
     assert sweep.returncode == 130, stdout[-2000:] + stderr[-2000:]

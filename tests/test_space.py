@@ -115,3 +115,43 @@ def test_the_dashboard_line_warns_when_the_dashboard_is_reachable_from_other_mac
     exposed = dashboard_text(SimpleNamespace(dashboard_url="10.0.0.5:8265"))
     assert exposed.startswith("; Ray dashboard http://10.0.0.5:8265") and "the token is what protects it" in exposed
     assert dashboard_text(SimpleNamespace(dashboard_url="")) == ""  # a cluster without a dashboard
+
+
+@pytest.mark.parametrize(
+    "run, resources, problem",
+    [
+        (
+            "{}",
+            "{gpus_per_trial: 2}",
+            "a trial of our trainer is one process; several GPUs would start Lightning's DDP",
+        ),
+        (
+            "{gpus: 1}",
+            "{gpus_per_trial: 0}",
+            "key 'run.gpus'/'run.accelerator': trials train on a GPU, but reserve none",
+        ),
+        ("{accelerator: gpu}", "{}", "every trial would fail; pass --gpus-per-trial 1"),
+        ("{accelerator: cpu}", "{gpus_per_trial: 1}", "key 'run.accelerator': cpu, with 1 GPU reserved per trial"),
+        ("{}", "{gpus_per_trial: 0.3}", "0.3 does not divide a GPU, so part of each GPU stays idle: use 1/n"),
+        ("{devices: 2}", "{gpus_per_trial: 1}", "a trial gets 1 GPU: ask for 1 at most"),
+    ],
+)
+def test_what_a_trial_asks_of_ray_is_checked_against_what_it_will_use(tmp_path, run, resources, problem):
+    path = write(tmp_path, f"run: {run}\nresources: {resources}\nparameters: {{fc1: {{values: [8]}}}}")
+    with pytest.raises(UserError) as error:
+        load_spec(path)
+    assert str(error.value).startswith(f"{path}: key ") and problem in str(error.value)
+
+
+def test_the_command_lines_gpus_are_checked_too(tmp_path):
+    from sweep.cli import build_parser, overridden
+
+    spec = load_spec(write(tmp_path, "run: {accelerator: cpu}\nparameters: {fc1: {values: [8]}}"))
+    args = build_parser().parse_args(["run", "space.yaml", "--gpus-per-trial", "0.5"])
+    with pytest.raises(UserError, match="cpu, with 0.5 GPU reserved per trial that would stay idle"):
+        overridden(spec, args)
+    fine = load_spec(str(ROOT / "search_spaces" / "mlp.yaml"))  # one GPU per trial, accelerator auto
+    assert (
+        overridden(fine, build_parser().parse_args(["run", "mlp.yaml", "--gpus-per-trial", "0.25"])).gpus_per_trial
+        == 0.25
+    )

@@ -181,7 +181,7 @@ def test_validate_checks_files_without_ray(tmp_path):
     unknown = "not a flag of training/run_experiment.py: unknown flag 'fc3' (did you mean 'fc2'?)"
     assert run.stderr.strip() == f"sweep: error: {bad}: key 'parameters.fc3': {unknown}"
     shipped = sorted(str(p) for p in (ROOT / "search_spaces").glob("*.yaml"))
-    assert run_cli("-m", "sweep", "validate", *shipped, cwd=tmp_path, timeout=60).returncode == 0
+    assert run_cli("-m", "sweep", "validate", *shipped, cwd=ROOT, timeout=60).returncode == 0  # where programs are
     assert ray_sessions() == sessions
 
 

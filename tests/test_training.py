@@ -102,14 +102,16 @@ def test_nvml_probe_is_dropped_only_where_nvidia_driver_is_missing(monkeypatch):
     assert torch.cuda.is_available() is (torch.cuda.device_count() > 0)
 
 
-def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli):
+def test_cli_on_mnist_sample_beats_chance_and_tiny_model_is_worse(cli, tmp_path):
     run = cli(RUN_EXPERIMENT, "--model_class=MLP", "--data_class=MNISTSample", "--max_epochs=5")
     assert run.returncode == 0, run.stderr
     metrics = parse_metrics(last_line(run.stdout))
     assert metrics["val_acc"] >= 0.88 and metrics["test_acc"] >= 0.85
-    tiny = cli(RUN_EXPERIMENT, "--data_class=MNISTSample", "--max_epochs=5", "--fc1=4", "--fc2=8")
+    tiny = cli(RUN_EXPERIMENT, "--data_class=MNISTSample", "--max_epochs=5", "--fc1=4", "--fc2=8", "--wandb")
     assert tiny.returncode == 0, tiny.stderr
     assert parse_metrics(last_line(tiny.stdout))["val_acc"] < 0.6
+    # --wandb (the later FSDL labs' flag): Lightning's WandbLogger, offline, its files under --output_dir
+    assert len(list(tmp_path.glob("training/logs/wandb/offline-run-*/run-*.wandb"))) == 1
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.exists(), reason="needs Debian's dataset-fashion-mnist")
@@ -139,6 +141,7 @@ def test_missing_mnist_offline_is_one_line_error_within_30s(cli, tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr
     assert "MNIST is not in" in lines[0] and "--data_class=MNISTSample" in lines[0]
+    assert not (tmp_path / "nowhere").exists()  # no empty folder left that looks like a dataset
 
 
 def test_gpus_without_gpu_is_an_error_not_a_cpu_run(cli):

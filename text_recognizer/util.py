@@ -42,6 +42,18 @@ def skip_nvml_probe_without_driver() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
+def made_by(folders: list[Path]):
+    """The folders of these that do not exist yet: remove them again with `remove_if_empty`."""
+    return [folder for folder in folders if not folder.exists()]
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """After a failed download: no empty folder is left to look like a dataset."""
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not, into a uint8 array."""
     opener = gzip.open if path.suffix == ".gz" else open

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from text_recognizer.data.base_data_module import BaseDataModule
 from text_recognizer.data.mnist import has_idx_files, read_idx_pair, split_train_val
-from text_recognizer.util import UserError
+from text_recognizer.util import UserError, made_by, remove_if_empty
 
 # Installed by Debian's package dataset-fashion-mnist; used before any download.
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -33,10 +33,12 @@ class FashionMNIST(BaseDataModule):
 def download_fashion_mnist(data_dir: Path) -> None:
     import torchvision
 
+    new_folders = made_by([*data_dir.parents, data_dir, data_dir / "FashionMNIST", data_dir / "FashionMNIST" / "raw"])
     try:
         for train in (True, False):
             torchvision.datasets.FashionMNIST(str(data_dir), train=train, download=True)
     except Exception as exc:
+        remove_if_empty(new_folders)
         raise UserError(
             f"Fashion-MNIST is neither in {DEBIAN_DIR} nor in {data_dir / 'FashionMNIST' / 'raw'} and could "
             f"not be downloaded ({type(exc).__name__}). Install it with `apt-get install dataset-fashion-mnist`."

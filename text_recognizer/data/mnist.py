@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from text_recognizer.data.base_data_module import BaseDataModule
-from text_recognizer.util import UserError, read_idx
+from text_recognizer.util import UserError, made_by, read_idx, remove_if_empty
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -58,10 +58,12 @@ class MNIST(BaseDataModule):
 def download_mnist(data_dir: Path) -> None:
     import torchvision  # only this path needs it
 
+    new_folders = made_by([*data_dir.parents, data_dir, data_dir / "MNIST", data_dir / "MNIST" / "raw"])
     try:
         for train in (True, False):
             torchvision.datasets.MNIST(str(data_dir), train=train, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
+        remove_if_empty(new_folders)
         files = ", ".join(name for pair in IDX_FILES.values() for name in pair)
         raise UserError(
             f"MNIST is not in {data_dir / 'MNIST' / 'raw'} and could not be downloaded ({type(exc).__name__}). "

@@ -1,0 +1,94 @@
+"""What an error of the training code does to its trial and its worker, in a real Tune run with reused
+workers: an ordinary error ends the trial and the worker goes on with the next one; a CUDA error, or out
+of memory on a shared GPU, sends the trial to a fresh worker (Tune's retry). CUDA's errors are raised here
+as torch raises them, on this machine without a GPU."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweep.space import load_spec
+from sweep.trial import ReportToTune, cuda_failure, training_failed
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+ILLEGAL_ACCESS = "CUDA error: an illegal memory access was encountered"
+
+
+@pytest.mark.parametrize(
+    "error, kind",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+        (RuntimeError(ILLEGAL_ACCESS), "cuda"),
+        (RuntimeError("CUDA error: device-side assert triggered"), "cuda"),
+        (ValueError("Precision '64-bits' is invalid"), None),
+    ],
+)
+def test_cuda_errors_are_told_apart(error, kind):
+    assert cuda_failure(error) == kind
+
+
+def failing_trial(config: dict) -> None:
+    """The first attempt of each trial raises its error through `training_failed`, as run_trial does;
+    every attempt first reports its worker's PID."""
+    from ray import tune
+
+    spec, marker = config["spec"], Path(config["markers"]) / config["name"]
+    callback = ReportToTune(trial_start=0.0, checkpoint_interval_s=60)
+    tune.report(callback.result(val_acc=0.5, epoch=1, pid=os.getpid()))
+    if not marker.exists():
+        marker.touch()
+        try:
+            raise config["error"]
+        except Exception as exc:
+            training_failed(exc, spec, callback)
+
+
+@pytest.mark.parametrize(
+    "error, gpus_per_trial, retried",
+    [
+        (ValueError("a bug"), 1, False),
+        (RuntimeError(ILLEGAL_ACCESS), 1, True),
+        (torch.OutOfMemoryError("CUDA out of memory"), 0.25, True),  # a shared GPU: it may pass
+        (torch.OutOfMemoryError("CUDA out of memory"), 1, False),  # a GPU of its own: it would come back
+    ],
+)
+def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
+    tmp_path, ray_head, monkeypatch, error, gpus_per_trial, retried
+):
+    import ray
+    from ray import tune
+
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    spec = dataclasses.replace(load_spec(str(ROOT / "tests/spaces/asha.yaml")), gpus_per_trial=gpus_per_trial)
+    ray.init(address=ray_head.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        config = {"spec": spec, "markers": str(tmp_path), "error": error}
+        tuner = tune.Tuner(
+            failing_trial,
+            param_space={**config, "name": tune.grid_search(["first", "second"])},
+            tune_config=tune.TuneConfig(metric="val_acc", mode="max", reuse_actors=True, max_concurrent_trials=1),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path), verbose=0, failure_config=tune.FailureConfig(max_failures=1)
+            ),  # fmt: skip
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    first, second = sorted(results, key=lambda r: r.config["name"])
+    pids = [[line["pid"] for line in results_of(r.path) if "pid" in line] for r in (first, second)]
+    if retried:  # the first trial ran twice, on two workers; the second on the fresh one
+        assert len(pids[0]) == 2 and pids[0][0] != pids[0][1] and pids[1] == pids[0][1:]
+        assert first.error is None and not first.metrics["failed"]  # the retry passed
+    else:  # the first trial ended with its error in its last result; its worker ran the second
+        assert pids[0] == pids[1] and len(pids[0]) == 1
+        assert first.metrics["failed"].startswith(type(error).__name__)
+
+
+def results_of(trial_path: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(trial_path) / "result.json").read_text().splitlines()]
