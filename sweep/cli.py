@@ -107,19 +107,19 @@ def cmd_run(args, argv, spec) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     experiment_dir = Path(args.storage_path).resolve() / name
-    claim(experiment_dir, new=True)  # before Ray starts: a directory in use is one line at once
-    ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
-    try:
-        from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
+    with claim(experiment_dir, new=True):  # before Ray starts: a directory in use is one line at once
+        ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
+        try:
+            from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
 
-        with resume_hint(experiment_dir):
-            result = run_sweep(spec, experiment_dir, argv=argv, ray_start=ray_start, verbose=args.verbose)
-    except BaseException:
-        unclaim_if_empty(experiment_dir)
-        raise
-    finally:
-        ray_start.shutdown()
-    return finish_sweep(spec, result, args.final)
+            with resume_hint(experiment_dir):
+                result = run_sweep(spec, experiment_dir, argv=argv, ray_start=ray_start, verbose=args.verbose)
+        except BaseException:
+            unclaim_if_empty(experiment_dir)
+            raise
+        finally:
+            ray_start.shutdown()
+        return finish_sweep(spec, result, args.final)
 
 
 def cmd_resume(args) -> int:
@@ -128,8 +128,7 @@ def cmd_resume(args) -> int:
 
     experiment_dir = Path(args.experiment_dir).resolve()
     spec = resumed_spec(experiment_dir)
-    claim(experiment_dir, new=False)
-    with resume_hint(experiment_dir):
+    with claim(experiment_dir, new=False), resume_hint(experiment_dir):
         spec, result = resume_sweep(
             spec, experiment_dir, grow_to=args.num_samples, address=args.address, verbose=args.verbose
         )
