@@ -32,8 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from text_recognizer.config import resolve_config
-from text_recognizer.data import FashionMNIST
-from text_recognizer.data.base_data_module import to_splits
+from text_recognizer.datasets import DATASETS, resolve_data_dir, to_splits
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MLP
 from text_recognizer.training import train
@@ -170,9 +169,10 @@ def raw_loop(splits, args, device: str) -> list[float]:
 
 def load(args):
     """uint8 images for the seed's pipeline, normalised splits for ours: the same images."""
-    raw = FashionMNIST().load_raw()
+    fashion = DATASETS["FashionMNIST"]
+    raw = fashion.load_raw(resolve_data_dir(None))
     raw["train"] = tuple(array[: args.train_images] for array in raw["train"])
-    return raw, to_splits(raw, FashionMNIST.mean, FashionMNIST.std)
+    return raw, to_splits(raw, fashion.mean, fashion.std)
 
 
 def main():

@@ -1,4 +1,5 @@
-"""Flags come from signatures; the command line, --config files and sweep YAMLs share one schema."""
+"""Flags come from torch-free config dataclasses, which the classes' signatures agree with; the command
+line, --config files and sweep YAMLs share one schema."""
 
 import pytest
 import torch
@@ -21,6 +22,28 @@ def test_schema_takes_defaults_from_signatures():
     assert schema["lr"].default == 1e-3 and schema["lr"].group == "lit_model"
     assert schema["batch_size"].group == "data" and schema["max_epochs"].group == "trainer"
     assert "num_classes" not in schema and "data_config" not in schema
+
+
+def test_the_classes_take_exactly_the_flags_of_their_config_dataclasses():
+    """The schema a driver reads without torch is the classes' own: the same names, types and defaults."""
+    import inspect
+
+    from text_recognizer.config import DATA_CONFIGS, MODEL_CONFIGS, OPTIMIZERS, LitModelConfig
+    from text_recognizer.data import DATA_CLASSES
+    from text_recognizer.lit_models import BaseLitModel
+    from text_recognizer.lit_models.base import optimizer_names
+    from text_recognizer.models import MODELS
+
+    def flags(target) -> dict:
+        parameters = inspect.signature(target, eval_str=True).parameters.values()
+        return {p.name: (p.annotation, p.default) for p in parameters if p.default is not inspect.Parameter.empty}
+
+    pairs = [(DATA_CLASSES[name], DATA_CONFIGS[name]) for name in DATA_CLASSES]
+    pairs += [(MODELS[name], MODEL_CONFIGS[name]) for name in MODELS] + [(BaseLitModel, LitModelConfig)]
+    assert set(DATA_CLASSES) == set(DATA_CONFIGS) and set(MODELS) == set(MODEL_CONFIGS)
+    for cls, config in pairs:
+        assert flags(cls) == flags(config), cls.__name__
+    assert list(OPTIMIZERS) == optimizer_names()  # torch.optim's, named without importing torch
 
 
 def test_flags_are_parsed_into_the_config():

@@ -6,7 +6,7 @@ import torch
 
 from text_recognizer.data import DATA_CLASSES, FashionMNIST, MNISTSample
 from text_recognizer.data.base_data_module import TensorLoader
-from text_recognizer.data.fashion_mnist import DEBIAN_DIR
+from text_recognizer.datasets import DEBIAN_DIR
 
 
 def row_hashes(x: np.ndarray) -> set:

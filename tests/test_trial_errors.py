@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sweep.space import load_spec
-from sweep.trial import ReportToTune, cuda_failure, training_failed
+from sweep.trial_callbacks import ReportToTune, cuda_failure, training_failed
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

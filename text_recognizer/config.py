@@ -1,7 +1,9 @@
-"""The run configuration: one flat dict of flags, whose schema comes from the classes' signatures.
+"""The run configuration: one flat dict of flags, each a field of a config dataclass here, which states
+its default once: the data module's, the model's, the lit model's and the trainer's. Their classes'
+constructors take the same keyword arguments with these defaults (tests/test_config.py proves that they
+agree). No torch here: a sweep's driver reads and checks a search space without importing it.
 
-Each default is stated once, in a constructor signature (data module, model, lit model) or in
-`TrainerConfig`. The command line, the sweep's YAML checks and `best_config.yaml` all read this schema.
+The command line, the sweep's YAML checks and `best_config.yaml` all read this schema.
 """
 
 from __future__ import annotations
@@ -12,10 +14,47 @@ import types
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union, get_args, get_origin
 
-from text_recognizer.data import DATA_CLASSES
-from text_recognizer.lit_models import BaseLitModel
-from text_recognizer.models import MODELS
+from text_recognizer.datasets import DATASETS
 from text_recognizer.util import UserError
+
+# torch.optim's optimizers, by class name (checked against torch itself by tests/test_config.py).
+OPTIMIZERS = ("ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "LBFGS", "Muon", "NAdam",
+              "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam")  # fmt: skip
+
+
+@dataclass
+class DataConfig:
+    """The data group's flags: BaseDataModule's arguments, the same for every dataset."""
+
+    FLAG_BOUNDS: ClassVar[dict] = {"batch_size": (1, None), "num_workers": (0, None)}
+    batch_size: int = 128
+    num_workers: int = 0
+    data_dir: str | None = None
+
+
+@dataclass
+class MLPConfig:
+    """The model group's flags for the MLP. Bounds are checked when a config is read, and for each trial's
+    sampled values (a normal draw can fall anywhere)."""
+
+    FLAG_BOUNDS: ClassVar[dict] = {"fc1": (1, None), "fc2": (1, None), "dropout": (0, 1)}
+    fc1: int = 1024
+    fc2: int = 128
+    dropout: float = 0.5
+
+
+@dataclass
+class LitModelConfig:
+    """The lit model's flags (BaseLitModel): checked when a config or a search space is read, rather than
+    when a trial first uses them."""
+
+    FLAG_CHOICES: ClassVar[dict] = {"optimizer": OPTIMIZERS, "loss": ("cross_entropy", "multi_margin_loss", "nll_loss")}
+    FLAG_BOUNDS: ClassVar[dict] = {"lr": (0, None), "one_cycle_max_lr": (0, None), "one_cycle_total_steps": (1, None)}
+    optimizer: str = "Adam"
+    lr: float = 1e-3
+    loss: str = "cross_entropy"
+    one_cycle_max_lr: float | None = None
+    one_cycle_total_steps: int = 100
 
 
 @dataclass
@@ -36,9 +75,13 @@ class TrainerConfig:
     wandb: bool = False
 
 
+DATA_CONFIGS = dict.fromkeys(DATASETS, DataConfig)  # every data class takes BaseDataModule's arguments
+MODEL_CONFIGS = {"MLP": MLPConfig}  # text_recognizer.models.MODELS holds the classes
+
+
 HELP = {
-    "data_class": f"one of {', '.join(DATA_CLASSES)}",
-    "model_class": f"one of {', '.join(MODELS)}",
+    "data_class": f"one of {', '.join(DATA_CONFIGS)}",
+    "model_class": f"one of {', '.join(MODEL_CONFIGS)}",
     "batch_size": "images per batch",
     "num_workers": "kept for the seed's CLI; batches are sliced from memory without worker processes",
     "data_dir": "where MNIST's IDX files are (DATA_DIR/MNIST/raw); default $TEXT_RECOGNIZER_DATA_DIR "
@@ -131,8 +174,9 @@ class Flag:
 
 
 def signature_flags(target, group: str) -> dict[str, Flag]:
-    """The keyword arguments of `target` that have defaults are its flags; `target.FLAG_CHOICES` may name
-    the values a flag allows, `target.FLAG_BOUNDS` its lowest and highest value (None: no bound)."""
+    """The keyword arguments of `target` (a config dataclass) that have defaults are its flags;
+    `target.FLAG_CHOICES` may name the values a flag allows, `target.FLAG_BOUNDS` its lowest and highest
+    value (None: no bound)."""
     params = inspect.signature(target, eval_str=True).parameters.values()
     choices = getattr(target, "FLAG_CHOICES", {})
     bounds = getattr(target, "FLAG_BOUNDS", {})
@@ -147,16 +191,16 @@ def signature_flags(target, group: str) -> dict[str, Flag]:
 
 def flag_schema(data_class: str = "MNIST", model_class: str = "MLP") -> dict[str, Flag]:
     """Every flag of a run with these classes, in help order: data, model, lit model, trainer."""
-    check_choice("data_class", data_class, DATA_CLASSES)
-    check_choice("model_class", model_class, MODELS)
+    check_choice("data_class", data_class, DATA_CONFIGS)
+    check_choice("model_class", model_class, MODEL_CONFIGS)
     schema = {
         "data_class": Flag("data_class", str, "MNIST", "experiment"),
         "model_class": Flag("model_class", str, "MLP", "experiment"),
     }
     for target, group in (
-        (DATA_CLASSES[data_class], "data"),
-        (MODELS[model_class], "model"),
-        (BaseLitModel, "lit_model"),
+        (DATA_CONFIGS[data_class], "data"),
+        (MODEL_CONFIGS[model_class], "model"),
+        (LitModelConfig, "lit_model"),
         (TrainerConfig, "trainer"),
     ):
         for name, flag in signature_flags(target, group).items():

@@ -16,8 +16,9 @@ import pytorch_lightning as pl
 import torch
 
 from text_recognizer.config import TrainerConfig, group_kwargs
-from text_recognizer.data import DATA_CLASSES, Splits
+from text_recognizer.data import DATA_CLASSES
 from text_recognizer.data.base_data_module import BATCHES_PER_STEP
+from text_recognizer.datasets import Splits
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MODELS
 from text_recognizer.util import UserError, skip_nvml_probe_without_driver

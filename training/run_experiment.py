@@ -46,8 +46,13 @@ def build_parser(data_class: str, model_class: str) -> argparse.ArgumentParser:
     for flag in flag_schema(data_class, model_class).values():
         if flag.group not in groups:
             groups[flag.group] = parser.add_argument_group(GROUP_TITLES[flag.group])
+        bare = {"nargs": "?", "const": True} if bool in flag.options else {}  # --wandb alone means true
         groups[flag.group].add_argument(
-            f"--{flag.name}", type=converter(flag), default=flag.default, help=HELP.get(flag.name, flag.type_name)
+            f"--{flag.name}",
+            type=converter(flag),
+            default=flag.default,
+            help=HELP.get(flag.name, flag.type_name),
+            **bare,
         )
     return parser
 

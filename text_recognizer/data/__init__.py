@@ -1,6 +1,7 @@
-from text_recognizer.data.base_data_module import BaseDataModule, Splits
+from text_recognizer.data.base_data_module import BaseDataModule
 from text_recognizer.data.fashion_mnist import FashionMNIST
 from text_recognizer.data.mnist import MNIST, MNISTSample
+from text_recognizer.datasets import Splits
 
 DATA_CLASSES: dict[str, type[BaseDataModule]] = {
     "MNIST": MNIST,

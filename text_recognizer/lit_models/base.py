@@ -9,6 +9,8 @@ import torch
 import torchmetrics
 from torch import nn
 
+from text_recognizer.config import LitModelConfig
+
 
 def optimizer_names() -> list[str]:
     return sorted(
@@ -19,26 +21,23 @@ def optimizer_names() -> list[str]:
 
 
 class BaseLitModel(pl.LightningModule):
-    """Keyword arguments after `model` are the lit-model group's flags.
+    """Keyword arguments after `model` are the lit-model group's flags (config.LitModelConfig, where their
+    defaults, choices and bounds are stated).
 
     Training batches come in lists (see BATCHES_PER_STEP in the data modules) and the model makes one
     optimizer step per batch itself, with Lightning's manual optimization: backward and step still go
     through Lightning, so precision plugins and step counts work as in automatic optimization.
     """
 
-    # Checked when a config or a search space is read, rather than when a trial first calls them.
-    FLAG_CHOICES = {"optimizer": optimizer_names(), "loss": ["cross_entropy", "multi_margin_loss", "nll_loss"]}
-    FLAG_BOUNDS = {"lr": (0, None), "one_cycle_max_lr": (0, None), "one_cycle_total_steps": (1, None)}
-
     def __init__(
         self,
         model: nn.Module,
         num_classes: int,
-        optimizer: str = "Adam",
-        lr: float = 1e-3,
-        loss: str = "cross_entropy",
-        one_cycle_max_lr: float | None = None,
-        one_cycle_total_steps: int = 100,
+        optimizer: str = LitModelConfig.optimizer,
+        lr: float = LitModelConfig.lr,
+        loss: str = LitModelConfig.loss,
+        one_cycle_max_lr: float | None = LitModelConfig.one_cycle_max_lr,
+        one_cycle_total_steps: int = LitModelConfig.one_cycle_total_steps,
     ):
         super().__init__()
         self.automatic_optimization = False

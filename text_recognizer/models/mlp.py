@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from text_recognizer.config import MLPConfig
+
 
 class Dropout(nn.Dropout):
     """nn.Dropout with its mask drawn ~3x faster on a CPU: the same distribution, another random stream.
@@ -24,12 +26,16 @@ class Dropout(nn.Dropout):
 
 
 class MLP(nn.Module):
-    """fc1 -> ReLU -> dropout -> fc2 -> ReLU -> dropout -> out. Keyword arguments are the model's flags."""
+    """fc1 -> ReLU -> dropout -> fc2 -> ReLU -> dropout -> out. Keyword arguments are the model's flags
+    (config.MLPConfig, where their defaults and bounds are stated)."""
 
-    # Checked when a config is read, and for each trial's sampled values (a normal draw can fall anywhere).
-    FLAG_BOUNDS = {"fc1": (1, None), "fc2": (1, None), "dropout": (0, 1)}
-
-    def __init__(self, data_config: dict, fc1: int = 1024, fc2: int = 128, dropout: float = 0.5):
+    def __init__(
+        self,
+        data_config: dict,
+        fc1: int = MLPConfig.fc1,
+        fc2: int = MLPConfig.fc2,
+        dropout: float = MLPConfig.dropout,
+    ):
         super().__init__()
         input_dim = math.prod(data_config["input_dims"])
         num_classes = data_config["output_dims"][0]
