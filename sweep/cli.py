@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("experiment_dir")
     resume.add_argument("--num-samples", type=int, help="grow the sweep to this many trials in all")
-    resume.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
+    resume.add_argument("--address", help="the Ray cluster to continue on (default: the one it ran on, or a local Ray)")
     resume.add_argument("--verbose", action="store_true", help="every trial's own output in the terminal too")
 
     best = commands.add_parser("best", help="print the best config and the results table of a sweep")
@@ -113,13 +113,16 @@ def cmd_run(args, argv, spec) -> int:
             from sweep.runner import run_sweep  # Ray Tune: ~1 s, while Ray starts
 
             with resume_hint(experiment_dir):
-                result = run_sweep(spec, experiment_dir, argv=argv, ray_start=ray_start, verbose=args.verbose)
+                result = run_sweep(
+                    spec, experiment_dir, argv=argv, ray_start=ray_start, verbose=args.verbose, final=args.final
+                )
+            summarize(spec, result, args.final)  # before Ray stops: no one waits for that
         except BaseException:
             unclaim_if_empty(experiment_dir)
             raise
         finally:
-            ray_start.shutdown()
-        return finish_sweep(spec, result, args.final)
+            ray_start.shutdown()  # while the report is drawn
+        return conclude(spec, result)
 
 
 def cmd_resume(args) -> int:
@@ -127,10 +130,11 @@ def cmd_resume(args) -> int:
     from sweep.runner import resume_sweep
 
     experiment_dir = Path(args.experiment_dir).resolve()
-    spec = resumed_spec(experiment_dir)
+    spec, address = resumed_spec(experiment_dir)
+    address = args.address or address  # the cluster the sweep ran on, unless told another
     with claim(experiment_dir, new=False), resume_hint(experiment_dir):
         spec, result = resume_sweep(
-            spec, experiment_dir, grow_to=args.num_samples, address=args.address, verbose=args.verbose
+            spec, experiment_dir, grow_to=args.num_samples, address=address, verbose=args.verbose
         )
     if result is None:
         print(
@@ -138,12 +142,13 @@ def cmd_resume(args) -> int:
             f"`python -m sweep resume {experiment_dir} --num-samples N` grows it to N trials"
         )
         return 0
-    return finish_sweep(spec, result, final=False)
+    summarize(spec, result)
+    return conclude(spec, result)
 
 
 def resumed_spec(experiment_dir: Path):
-    """The spec a sweep ran with: its command line again over its search-space file, which must not have
-    changed since (sweep.yaml holds what it resolved to then)."""
+    """(the spec a sweep ran with, its --address): its command line again over its search-space file,
+    which must not have changed since (sweep.yaml holds what it resolved to then)."""
     from sweep.files import SPEC_FILE
     from sweep.runner import resolved_spec
     from sweep.space import load_spec
@@ -164,7 +169,7 @@ def resumed_spec(experiment_dir: Path):
                 f"{space}: changed since the sweep in {experiment_dir} started (its '{key}' differs from "
                 f"{saved_path}); put the file back as it was, or start a new sweep with `python -m sweep run`"
             )
-    return spec
+    return spec, args.address
 
 
 @contextlib.contextmanager
@@ -184,10 +189,17 @@ def resume_hint(experiment_dir: Path):
         raise
 
 
-def finish_sweep(spec, result, final: bool) -> int:
+def summarize(spec, result, final: bool = False) -> None:
+    """The summary as soon as the last trial has ended, then the final run (on the sweep's Ray)."""
     from sweep.runner import run_final
 
     print_summary(spec, result)
+    if final and not result.interrupted and result.best is not None:
+        print_final(run_final(result.experiment_dir, runner=result.final_runner))
+
+
+def conclude(spec, result) -> int:
+    """Once Ray is stopping or stopped: the report (drawn meanwhile), and the exit code."""
     if result.report is not None:
         print_report(*result.report.result(), result.experiment_dir)
     print_wandb_runs(spec, result.experiment_dir)
@@ -198,11 +210,7 @@ def finish_sweep(spec, result, final: bool) -> int:
             file=sys.stderr,
         )
         return 130
-    if result.best is None:
-        return 1
-    if final:
-        print_final(run_final(result.experiment_dir))
-    return 0
+    return 0 if result.best is not None else 1
 
 
 def print_wandb_runs(spec, experiment_dir: Path) -> None:

@@ -12,7 +12,7 @@ import time
 from ray import tune
 from tqdm import tqdm
 
-from sweep.files import ENDED
+from sweep.files import ended_ids
 from sweep.results import ResultsWriter
 from sweep.space import SweepSpec
 
@@ -41,7 +41,7 @@ class ProgressView(tune.Callback):
         """At the start of a sweep, or of its resumption (the writer has read results.csv back by then)."""
         self.stream = self.stream or sys.stdout
         self.start = self.last_status = time.monotonic()
-        self.before = {k for k, row in self.writer.rows.items() if row["status"] in ENDED}  # a resumed sweep's
+        self.before = ended_ids(self.writer.rows.values())  # a resumed sweep's
         self.ended = len(self.before)
         if self.stream.isatty():
             self.bar = tqdm(

@@ -14,7 +14,7 @@ import yaml
 from ray import tune
 
 from sweep import files
-from sweep.files import BEST_CONFIG, ENDED, EPOCHS_CSV, RESULTS_CSV, format_cell, write_atomically
+from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, format_cell, write_atomically
 from sweep.space import SweepSpec
 
 # Around the parameters' and the metrics' columns. For a program, an "epoch" is one logged value of the
@@ -64,7 +64,8 @@ class ResultsWriter(tune.Callback):
     def on_step_begin(self, iteration, trials, **info):
         if self.restored:  # a row of a trial that Tune's saved state does not know: it starts again as new
             known = {trial.trial_id for trial in trials}
-            self.rows = {k: row for k, row in self.rows.items() if k in known or row["status"] in ENDED}
+            ended = files.ended_ids(self.rows.values())
+            self.rows = {k: row for k, row in self.rows.items() if k in known or k in ended}
             self.restored = False
 
     def row(self, trial) -> dict:
@@ -180,9 +181,9 @@ def best_row(rows, spec: SweepSpec) -> dict | None:
 def recorded_results(rows: list[dict], spec: SweepSpec) -> dict[str, dict]:
     """Each ended trial's last result, as it reports it again when Tune's record of the experiment (saved
     every ~10 s) is behind results.csv and a resumed sweep runs it once more: it reports this and ends."""
-    recorded = {}
+    recorded, ended = {}, files.ended_ids(rows)
     for row in rows:
-        if row["status"] in ENDED:
+        if row["trial_id"] in ended:
             metrics = {m: math.nan if row[m] is None else row[m] for m in spec.metrics}
             recorded[row["trial_id"]] = {
                 **metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,12 +15,13 @@ from pathlib import Path
 import yaml
 
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
-from sweep.files import BEST_CONFIG, ENDED, LOCK, SPEC_FILE, restoring, write_atomically
+from sweep.files import BEST_CONFIG, CHECKPOINT_FILE, LOCK, SPEC_FILE, ended_ids, restoring, write_atomically
 from sweep.params import IndexedChoice
 from sweep.results import ResultsWriter, ordered
 from sweep.space import SweepSpec
-from text_recognizer.config import group_kwargs, resolve_config
-from text_recognizer.data import DATA_CLASSES, Splits
+from text_recognizer import datasets
+from text_recognizer.config import resolve_config
+from text_recognizer.datasets import Splits
 from text_recognizer.util import UserError, load_yaml_mapping
 
 MAX_ITERATIONS = 10**9  # ASHA's max_t for a program, whose number of logged values is not known
@@ -31,6 +33,7 @@ class SweepResult:
     rows: list[dict]  # one per trial, in start order (see results.csv)
     best: dict | None  # the best row, None when no trial reported a metric
     report: Future | None = None  # report.html and its PNGs, being written while Ray stops
+    final_runner: object = None  # a FinalRunner actor, for `run --final`
 
     @property
     def stopped_early(self) -> int:
@@ -47,8 +50,8 @@ class SweepResult:
 
 
 def load_splits(config: dict) -> Splits:
-    data = DATA_CLASSES[config["data_class"]](**group_kwargs(config)["data"])
-    return data.load_splits()
+    """The run's dataset as numpy arrays (no torch in the driver)."""
+    return datasets.load_splits(config["data_class"], config["data_dir"])
 
 
 def save_spec(spec: SweepSpec, experiment_dir: Path, argv: list[str]) -> None:
@@ -108,16 +111,25 @@ def run_sweep(
     argv: list[str] | None = None,
     ray_start: RayStart | None = None,
     verbose: bool = False,
+    final: bool = False,
 ) -> SweepResult:
     """Run the sweep into `experiment_dir` (new, or made empty by `files.claim`) on a local Ray or the
     cluster at `address`, or on the one `ray_start` is starting, which the caller then shuts down.
-    `verbose`: the trials' own output too."""
+    `verbose`: the trials' own output too. `final`: a FinalRunner is started with the sweep (our trainer's
+    final run then starts at once), in the result."""
     if experiment_dir.exists() and [p.name for p in experiment_dir.iterdir()] not in ([], [LOCK]):
         raise UserError(f"{experiment_dir} is not empty: continue its sweep with `python -m sweep resume`")
     starting = ray_start or RayStart(address, log_to_driver=verbose)
     try:
         splits = None if spec.program else load_splits(spec.base_config)  # decoded while Ray starts
-        return sweep_on_ray(spec, starting.result(), experiment_dir, verbose, "run", argv or [], splits)
+        context = starting.result()
+        runner = None
+        if final and not spec.program:
+            import ray
+
+            runner = ray.remote(num_cpus=0)(FinalRunner).remote()
+        result = sweep_on_ray(spec, context, experiment_dir, verbose, "run", argv or [], splits)
+        return dataclasses.replace(result, final_runner=runner)
     finally:
         if ray_start is None:
             starting.shutdown()
@@ -135,7 +147,7 @@ def resume_sweep(
     rows = load_rows(experiment_dir, spec)
     best = best_row(rows, spec)
     target_reached = best is not None and spec.reached_target(best[spec.metric])
-    running = any(row["status"] not in ENDED for row in rows)
+    running = len(ended_ids(rows)) < len(rows)
     unfinished = running or (len(rows) < spec.num_samples and not target_reached)
     grow = grow_to is not None and grow_to > max(len(rows), spec.num_samples)
     if not (unfinished or grow):
@@ -153,6 +165,41 @@ def resume_sweep(
         return spec, result
     finally:
         ray_start.shutdown()
+
+
+@contextlib.contextmanager
+def tune_records_at(experiment_dir: Path):
+    """While Tune restores a sweep, the storage contexts it unpickles point at `experiment_dir`. Tune moves
+    the trials it restores to where the experiment is now, but its search generator keeps the Experiment
+    it was first given, and set up the trials it creates after a `mv` at the old place ("Unable to set up
+    cluster storage"); the checkpoints it records keep their old paths too. Tune's record is also up to
+    ~10 s old, and may name a checkpoint that it has deleted since (it keeps a trial's newest): the trial
+    then continues from its newest one. A reach into Ray's StorageContext and Checkpoint (Ray 2.60,
+    pinned in pyproject.toml)."""
+    from ray.train import Checkpoint
+    from ray.train._internal.storage import StorageContext
+
+    def storage_setstate(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.experiment_dir_name == experiment_dir.name:
+            self.storage_fs_path = experiment_dir.parent.as_posix()
+
+    def checkpoint_setstate(self, state: dict) -> None:  # the checkpoints of trials it records, likewise
+        self.__dict__.update(state)
+        parts = Path(self.path).parts
+        for i in range(len(parts) - 1):
+            if parts[i] == experiment_dir.name and parts[i + 1].startswith("run_"):
+                self.path = experiment_dir.joinpath(*parts[i + 1 :]).as_posix()
+                break
+        if not Path(self.path).exists():  # deleted since Tune's record was saved: Tune keeps the newest only
+            kept = sorted(p for p in Path(self.path).parent.glob("checkpoint_*") if (p / CHECKPOINT_FILE).exists())
+            self.path = kept[-1].as_posix() if kept else self.path
+
+    StorageContext.__setstate__, Checkpoint.__setstate__ = storage_setstate, checkpoint_setstate
+    try:
+        yield
+    finally:
+        del StorageContext.__setstate__, Checkpoint.__setstate__
 
 
 def sweep_on_ray(
@@ -211,7 +258,7 @@ def sweep_on_ray(
     # older one is silent at 0. Tune reads this environment variable (Ray 2.60's) when the fit starts.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     if mode == "restore":  # Tune's callbacks, searcher and scheduler come back from the experiment's files
-        with restoring(experiment_dir):  # which may have been moved since
+        with restoring(experiment_dir), tune_records_at(experiment_dir):  # which may have been moved since
             tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=False).fit()
     else:
         scheduler = FIFOScheduler()
@@ -254,9 +301,10 @@ def sweep_on_ray(
     return SweepResult(experiment_dir, rows, best_row(rows, spec), report)
 
 
-def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict:
+def run_final(experiment_dir: str | Path, max_epochs: int | None = None, runner=None) -> dict:
     """Train the sweep's best config from scratch, evaluate on the test set; files in EXPERIMENT_DIR/final.
-    A program's sweep: run the program once with the best trial's arguments, outside Ray."""
+    `runner`: a FinalRunner on the sweep's Ray to train it. A program's sweep: run the program once with
+    the best trial's arguments, outside Ray."""
     experiment_dir = Path(experiment_dir)
     best_path = experiment_dir / BEST_CONFIG
     if not best_path.exists():
@@ -270,13 +318,32 @@ def run_final(experiment_dir: str | Path, max_epochs: int | None = None) -> dict
         if max_epochs is not None:
             raise UserError(f"--max_epochs is a flag of our trainer; change the program's in {best_path} instead")
         return run_program_final(experiment_dir, saved, values)
-    from text_recognizer.training import train
 
     if max_epochs is not None:
         values["max_epochs"] = max_epochs
     config = resolve_config(values, str(best_path))
     print(f"final run of {best_path}, {config['max_epochs']} epochs", file=sys.stderr, flush=True)
+    if runner is not None:
+        import ray
+
+        return ray.get(runner.train.remote(config, str(experiment_dir / "final")))
+    from text_recognizer.training import train
+
     return train(config, output_dir=experiment_dir / "final", quiet=True)
+
+
+class FinalRunner:
+    """`run --final` of our trainer: an actor started with the sweep, holding no CPU while trials run,
+    whose worker has imported torch and Lightning by the time the sweep ends: the final run starts at once
+    (in a new process it would pay ~5 s of imports on 2 cores)."""
+
+    def __init__(self):
+        import text_recognizer.training  # noqa: F401
+
+    def train(self, config: dict, output_dir: str) -> dict:
+        from text_recognizer.training import train
+
+        return train(config, output_dir=output_dir, quiet=True)
 
 
 def run_program_final(experiment_dir: Path, saved: dict, args: dict) -> dict:

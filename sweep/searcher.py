@@ -44,9 +44,14 @@ class ExperimentJournal(JournalFileBackend):
         super().__init__(file_path)
         self.file_path = file_path
 
-    def __reduce__(self):
-        path = Path(self.file_path)
-        return ExperimentJournal, (str(relocated(path.parent) / path.name),)
+    def __reduce__(self):  # unpickled by journal_at, which relocates it then
+        return journal_at, (self.file_path,)
+
+
+def journal_at(file_path: str) -> ExperimentJournal:
+    """The journal saved at `file_path`, where its experiment directory is now (files.relocated)."""
+    path = Path(file_path)
+    return ExperimentJournal(str(relocated(path.parent) / path.name))
 
 
 def journal_storage(experiment_dir: Path) -> JournalStorage:
