@@ -4,6 +4,7 @@ no early stopping, run through the real command line (`python -m sweep run`, Ray
     python benchmarks/sweep_efficiency.py                        # CPU: 2 trials at a time on 2 cores
     python benchmarks/sweep_efficiency.py --trials 36            # the same 12 configurations x 3 dropouts
     python benchmarks/sweep_efficiency.py --gpus-per-trial 0.25  # GPU: 4 trials share one GPU
+    python benchmarks/sweep_efficiency.py --quickstart 300       # 300 trials of 2 epochs (~0.3 s each)
     python benchmarks/sweep_efficiency.py --smoke-test           # tiny sizes, for CI
 
 efficiency = (sum over trials of their epoch times, training and validation only)
@@ -38,6 +39,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def space(args) -> dict:
+    if args.quickstart:  # many short trials: the quickstart's parameters, 2 epochs each, no early stopping
+        return {
+            "name": "sweep_efficiency",
+            "method": "random",
+            "run": {"data_class": "MNISTSample", "max_epochs": 2},
+            "parameters": {
+                "fc1": {"values": [64, 128, 256, 512]},
+                "fc2": {"values": [32, 64, 128]},
+                "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 3e-2},
+                "batch_size": {"values": [64, 128, 256]},
+            },
+            "search": {"num_samples": args.quickstart, "seed": 0},
+            "early_stopping": "none",
+        }
     if args.smoke_test:
         run = {"data_class": "MNISTSample", "max_epochs": 1}
         parameters = {"fc1": {"values": [64, 128]}, "lr": {"values": [1e-3, 3e-3]}}
@@ -170,9 +185,9 @@ def measure_floor(workers: int, gpus_per_trial: float) -> tuple[float, float, fl
 
 
 def dataset_bytes(data_class: str) -> int:
-    from text_recognizer.data import DATA_CLASSES
+    from text_recognizer.datasets import load_splits
 
-    splits = DATA_CLASSES[data_class]().load_splits()
+    splits = load_splits(data_class)
     return sum(array.nbytes for array in vars(splits).values())
 
 
@@ -188,6 +203,9 @@ def main():
         help="trials in the sweep (12: the issue's minimum); start-up is paid once per sweep, so more trials share it",
     )
     parser.add_argument("--smoke-test", action="store_true", help="4 one-epoch trials on the MNIST sample")
+    parser.add_argument(
+        "--quickstart", type=int, metavar="N", help="instead: N trials of 2 epochs on the MNIST sample (e.g. 300)"
+    )
     parser.add_argument("--checkpoint-interval", type=float, help="passed to sweep run (default: its own, 60 s)")
     args = parser.parse_args()
     spec = space(args)
@@ -220,7 +238,7 @@ def main():
         f"data, worker start), {started + wall - max(ends):.1f} s after the last ended; between them "
         f"{in_trials / len(rows):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
     )
-    floors = [measure_floor(concurrency, args.gpus_per_trial) for _ in range(2)]
+    floors = [measure_floor(concurrency, args.gpus_per_trial) for _ in range(1 if args.smoke_test else 2)]
     to_ready, to_exit, stopping = min(floors, key=lambda parts: parts[0] + parts[1])
     floor = to_ready + to_exit
     print(

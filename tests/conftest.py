@@ -169,3 +169,24 @@ def ray_head():
     """One Ray node of 2 CPUs that sweeps join with --address: a sweep then pays no Ray start and stop."""
     with ray_cluster([2]) as cluster:
         yield cluster
+
+
+def sweep_run(space: Path, storage: Path, name: str, *flags: str, head: Cluster | None = None, cwd: Path | None = None):
+    """`python -m sweep run SPACE` into storage/name, from `cwd` (default: storage), on the shared Ray node
+    `head` (else a local Ray of its own); returns the finished command and results.csv's rows."""
+    import csv
+
+    command = ("-m", "sweep", "run", str(space), "--storage-path", str(storage), "--name", name, *flags)
+    command += ("--address", head.address) if head else ()
+    run = run_cli(*command, cwd=cwd or storage, env=RAY_ENV if head else None)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(storage / name / "results.csv") as f:
+        return run, list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def asha_sweep(tmp_path_factory, ray_head):
+    """One real sweep with a final run, shared by the tests that read its files (test_sweep, test_browser)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "asha.yaml", tmp, "asha", "--final", head=ray_head)
+    return run, tmp / "asha", rows

@@ -72,13 +72,9 @@ def severe_console_errors(driver) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    """A real small sweep (6 trials, ASHA), with the report its `run` writes at the end."""
-    tmp = tmp_path_factory.mktemp("finished")
-    run = run_cli("-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--storage-path", str(tmp), "--name",
-                  "asha", cwd=tmp)  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return tmp / "asha"
+def finished_sweep(asha_sweep):
+    """A real small sweep (6 trials, ASHA), with the report its `run` writes at the end (conftest's)."""
+    return asha_sweep[1]
 
 
 @pytest.fixture(scope="module")

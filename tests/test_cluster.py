@@ -63,7 +63,13 @@ def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
     client = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {token}"})
     # `python` of the cluster's environment, as a user's activated venv would give; the job runs in the upload.
     entrypoint = f"{sys.executable} -m sweep run tests/spaces/asha.yaml --storage-path {tmp_path} --name job"
-    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT)})  # .gitignore: no .venv
+    for attempt in range(30):  # the head's job agent may not have registered yet: Ray says to try again
+        try:
+            job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT)})  # no .venv
+            break
+        except RuntimeError as exc:
+            assert "try again later" in str(exc) and attempt < 29, exc
+            time.sleep(1)
     deadline = time.monotonic() + 600
     while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         assert time.monotonic() < deadline, "the job did not end within 10 minutes"

@@ -101,3 +101,68 @@ def test_one_best_trial_for_best_config_and_the_report(tmp_path):
 def test_a_sweep_killed_before_any_trial_ended_has_no_rows_not_an_error(tmp_path):
     spec = load_spec(str(space(tmp_path, "{lr: {values: [0.1]}}")))
     assert not (tmp_path / "results.csv").exists() and load_rows(tmp_path, spec) == []
+
+
+def test_the_reports_table_reads_as_the_terminal_and_its_curves_name_their_trials(tmp_path):
+    """Node ids shortened as the trial lines do, values rounded as the terminal does, each learning curve
+    named by its trial (hover and legend)."""
+    from sweep.report import write_report
+    from sweep.runner import save_spec
+
+    spec = load_spec(str(space(tmp_path, "{lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}}")))
+    experiment_dir = tmp_path / "sweep"
+    experiment_dir.mkdir()
+    save_spec(spec, experiment_dir, ["run", str(tmp_path / "space.yaml")])
+    node = "0c6241e2ac7f43610edb35c397f94efbbd3003aa79843628b8c68c40"
+    rows = [{"config": {"lr": 0.0012345678901234567}, "status": "completed", "val_acc": 0.9, "epochs": 4,
+             "best_epoch": 4, "node": node}]  # fmt: skip
+    written(spec, experiment_dir, rows)
+    (experiment_dir / "epochs.csv").write_text(
+        "trial_id,epoch,val_acc,val_loss,epoch_time_s,node\n"
+        + "".join(f"t0,{e},0.{e},1.0,0.1,{node}\n" for e in (1, 2))
+    )
+    page = write_report(experiment_dir)[0].read_text()
+    table = page[page.index('<table id="trials">') :]
+    assert f"<td>{node[:8]}</td>" in table and node not in table
+    assert "<td>0.00123</td>" in table and "0.0012345678" not in table
+    assert '"name":"#0 t0"' in page and '"hovertemplate":"#0 t0' in page  # its trial, by the table's # and id
+
+
+def test_pyproject_states_the_floors_and_pins_that_the_tests_prove():
+    """CPU fused Adam needs torch 2.4, JournalFileBackend Optuna 4.0; Ray and Optuna are pinned to the
+    versions these tests run with (resume reaches into Ray's OptunaSearch), and so is wandb."""
+    from importlib.metadata import version
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from tests.conftest import ROOT
+
+    requirements = {
+        Requirement(line).name: Requirement(line).specifier
+        for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    assert not requirements["torch"].contains("2.3.1") and requirements["torch"].contains("2.4.0")
+    assert not requirements["optuna"].contains("3.6.0")
+    for name in ("ray", "optuna", "wandb", "torch", "pytorch-lightning"):
+        assert requirements[name].contains(version(name)), name  # what runs here is what is stated
+    assert not requirements["ray"].contains("2.61.0") and not requirements["optuna"].contains("5.2.0")
+
+
+def test_the_summary_says_when_the_best_trial_had_not_finished(tmp_path, capsys):
+    """Ctrl-C: the best so far may be a trial cut off at 4 of its 8 epochs, and may end worse."""
+    from sweep.cli import print_summary
+    from sweep.runner import SweepResult
+
+    spec = load_spec(str(space(tmp_path, "{lr: {values: [0.1, 0.01]}}")))
+    rows = [
+        {"config": {"lr": 0.1}, "status": "interrupted", "val_acc": 0.95, "epochs": 2, "best_epoch": 2},
+        {"config": {"lr": 0.01}, "status": "completed", "val_acc": 0.9, "epochs": 4, "best_epoch": 4},
+    ]
+    writer = written(spec, tmp_path, rows)
+    print_summary(spec, SweepResult(tmp_path, writer.ordered_rows(), writer.best_row()))
+    best = capsys.readouterr().out.split("best trial t0: lr=0.1\n")[1].splitlines()[0]
+    assert (
+        best
+        == "  val_acc=0.9500 at epoch 2, 2 of 4 epochs run; INTERRUPTED, not finished: resuming the sweep finishes it"
+    )

@@ -13,7 +13,7 @@ import pytest
 from sweep.runner import save_spec
 from sweep.searcher import journal_storage
 from sweep.space import load_spec
-from tests.conftest import RAY_ENV, ROOT, ray_cluster, run_cli
+from tests.conftest import RAY_ENV, ROOT, run_cli
 from tests.test_files import space, written
 
 
@@ -86,13 +86,13 @@ def test_a_second_sweep_with_the_same_name_is_one_line_at_once(tmp_path, ray_hea
 
 
 @pytest.mark.slow
-def test_joining_a_token_cluster_without_token_mode_is_one_line(tmp_path):
+def test_joining_a_token_cluster_without_token_mode_is_one_line(tmp_path, ray_head):
     env = {k: v for k, v in RAY_ENV.items() if k != "RAY_AUTH_MODE"}
-    with ray_cluster([1]) as cluster:
-        started = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
-                              cluster.address, "--storage-path", str(tmp_path)], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    cluster = ray_head  # token authentication, as every `ray start` cluster of Ray 2.60
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
+                          cluster.address, "--storage-path", str(tmp_path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
     assert time.monotonic() - started < 30 and run.returncode == 1 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith(f"sweep: error: the Ray cluster at {cluster.address} asks for a token") and (

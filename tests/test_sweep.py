@@ -8,29 +8,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT, last_line, load_study, parse_metrics, run_cli
+from tests.conftest import RAY_ENV, ROOT, load_study, parse_metrics, run_cli, sweep_run
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config
 
 pytestmark = pytest.mark.slow
-
-
-def sweep_run(space: Path, storage: Path, name: str, *flags: str, cwd: Path | None = None):
-    """`python -m sweep run SPACE` into storage/name, from `cwd` (default: storage); returns the finished
-    command and results.csv's rows."""
-    command = ("-m", "sweep", "run", str(space), "--storage-path", str(storage), "--name", name, *flags)
-    run = run_cli(*command, cwd=cwd or storage)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    with open(storage / name / "results.csv") as f:
-        return run, list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def asha_sweep(tmp_path_factory):
-    """One real sweep with a final run, shared by the assertions below (a sweep takes ~30 s)."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "asha.yaml", tmp, "asha", "--final")
-    return run, tmp / "asha", rows
 
 
 def ray_processes() -> set[int]:
@@ -87,7 +69,8 @@ def test_best_config_feeds_the_final_run(asha_sweep):
     config = load_yaml_mapping(experiment_dir / "best_config.yaml")
     assert config["lr"] == float(best["lr"]) and config["fc1"] == int(best["fc1"])
     assert parse_config(["--config", str(experiment_dir / "best_config.yaml")])["lr"] == config["lr"]
-    final = parse_metrics(last_line(run.stdout).removeprefix("final run: "))
+    (final_line,) = [line for line in run.stdout.splitlines() if line.startswith("final run: val_acc=")]
+    final = parse_metrics(final_line.removeprefix("final run: "))
     assert final["test_acc"] > 0.85  # chance is 0.1
     assert list((experiment_dir / "final").rglob("best-*.ckpt"))
 
@@ -113,8 +96,8 @@ def test_sweep_best_prints_the_table(asha_sweep):
     assert all(row["trial_id"] in run.stdout for row in rows) and "best_config.yaml" in run.stdout
 
 
-def test_wandb_style_file_runs(tmp_path):
-    run, rows = sweep_run(ROOT / "search_spaces" / "wandb_style.yaml", tmp_path, "wb", cwd=ROOT)  # where program is
+def test_wandb_style_file_runs(tmp_path, ray_head):
+    run, rows = sweep_run(ROOT / "search_spaces" / "wandb_style.yaml", tmp_path, "wb", head=ray_head, cwd=ROOT)
     assert not list((tmp_path / "wb").glob("*/output.log"))  # our trainer ran in-process: no program was started
     assert len(rows) == 6 and max(float(row["val_acc"]) for row in rows) > 0.8
 
@@ -231,7 +214,7 @@ def test_trials_read_the_dataset_without_copying_it():
     assert grown_mib < splits.x_train.nbytes / 2**20 / 2  # 12 MiB of images: no private copy of them
 
 
-def test_interrupted_sweep_keeps_its_finished_trials_and_resumes(tmp_path):
+def test_interrupted_sweep_keeps_its_finished_trials_and_resumes(tmp_path, ray_head):
     """Ctrl-C mid-sweep: exit code 130, results.csv and best_config.yaml hold what was done, and the
     printed `resume` command ends the sweep with every trial it asked for."""
     import signal
@@ -249,8 +232,11 @@ def test_interrupted_sweep_keeps_its_finished_trials_and_resumes(tmp_path):
             str(tmp_path),
             "--name",
             "long",
+            "--address",
+            ray_head.address,
         ],
         cwd=tmp_path,
+        env=RAY_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -269,15 +255,15 @@ def test_interrupted_sweep_keeps_its_finished_trials_and_resumes(tmp_path):
     assert "sweep: interrupted" in stderr
     resume = f"python -m sweep resume {tmp_path / 'long'}"
     assert f"`{resume}`" in stderr
-    run = run_cli(*resume.split()[1:], cwd=tmp_path)
+    run = run_cli(*resume.split()[1:], cwd=tmp_path, env=RAY_ENV)  # on the cluster it ran on
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(results) as f:
         statuses = [row["status"] for row in csv.DictReader(f)]
     assert len(statuses) == 30 and set(statuses) <= {"completed", "stopped early"}, statuses
 
 
-def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "failing.yaml", tmp_path, "failing")
+def test_failed_trial_is_reported_and_the_others_go_on(tmp_path, ray_head):
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "failing.yaml", tmp_path, "failing", head=ray_head)
     rows = {row["precision"]: row for row in rows}
     assert rows["32-true"]["status"] == "completed" and float(rows["32-true"]["val_acc"]) > 0.5
     failed = rows["64-bits"]
@@ -291,8 +277,8 @@ def test_failed_trial_is_reported_and_the_others_go_on(tmp_path):
     assert states == {"32-true": "COMPLETE", "64-bits": "FAIL"}
 
 
-def test_a_diverging_trial_stops_at_once_and_is_told_to_optuna_as_pruned(tmp_path):
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "diverging.yaml", tmp_path, "diverging")
+def test_a_diverging_trial_stops_at_once_and_is_told_to_optuna_as_pruned(tmp_path, ray_head):
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "diverging.yaml", tmp_path, "diverging", head=ray_head)
     rows = {float(row["lr"]): row for row in rows}
     diverged, trained = rows[1e6], rows[0.05]
     assert diverged["status"] == "diverged" and diverged["epochs"] == "1" and diverged["val_acc"] == ""
@@ -302,9 +288,9 @@ def test_a_diverging_trial_stops_at_once_and_is_told_to_optuna_as_pruned(tmp_pat
     assert states == {1e6: "PRUNED", 0.05: "COMPLETE"}  # TPE ignores FAIL trials: it learns from PRUNED
 
 
-def test_wandb_meanings_hold_in_a_real_sweep(tmp_path):
+def test_wandb_meanings_hold_in_a_real_sweep(tmp_path, ray_head):
     """val_loss without a goal is minimized, no early_terminate stops nothing, metric.target ends the sweep."""
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "wandb_semantics.yaml", tmp_path, "semantics")
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "wandb_semantics.yaml", tmp_path, "semantics", head=ray_head)
     assert "random search minimizing val_loss until val_loss <= 0.6, early stopping off" in run.stdout
     assert all(row["status"] == "completed" and int(row["epochs"]) == 3 for row in rows)
     hopeless = [row for row in rows if float(row["lr"]) < 1e-6]
@@ -318,8 +304,8 @@ def test_wandb_meanings_hold_in_a_real_sweep(tmp_path):
     assert f"target val_loss <= 0.6 reached by trial {best['trial_id']}" in run.stdout
 
 
-def test_a_normal_draw_outside_the_flag_fails_only_its_trial(tmp_path):
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "normal_out_of_range.yaml", tmp_path, "normal")
+def test_a_normal_draw_outside_the_flag_fails_only_its_trial(tmp_path, ray_head):
+    run, rows = sweep_run(ROOT / "tests" / "spaces" / "normal_out_of_range.yaml", tmp_path, "normal", head=ray_head)
     rows = {row["status"]: row for row in rows}  # in their start order, which the two trials share
     assert sorted(rows) == ["completed", "error"]
     ran, failed = rows["completed"], rows["error"]

@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import ROOT, last_line, parse_metrics
 from text_recognizer.config import resolve_config
-from text_recognizer.data.fashion_mnist import DEBIAN_DIR
+from text_recognizer.datasets import DEBIAN_DIR
 from text_recognizer.lit_models import BaseLitModel
 from text_recognizer.models import MLP
 from text_recognizer.models.mlp import Dropout

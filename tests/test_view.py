@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, load_study, run_cli
+from tests.conftest import RAY_ENV, ROOT, load_study, run_cli, sweep_run
 
 pytestmark = pytest.mark.slow
 TRIAL_LINE = re.compile(r"^\[ *\d+/(\d+)\] trial (\w+)  .*  val_acc (\d\.\d{4}) \(epoch \d+\)  \d+/\d+ epochs  ")
@@ -88,12 +88,12 @@ def test_run_writes_the_report_and_tensorboard_has_every_trial(quickstart):
     assert len(final.Scalars("val_acc")) >= 8  # the final run's 8 epochs
 
 
-def test_a_terminal_gets_a_bar_redrawn_in_place(tmp_path):
+def test_a_terminal_gets_a_bar_redrawn_in_place(tmp_path, ray_head):
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))  # a 200-column terminal
     command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--storage-path",
-               str(tmp_path), "--name", "tty"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=child, stderr=child)
+               str(tmp_path), "--name", "tty", "--address", ray_head.address]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, env=RAY_ENV, stdout=child, stderr=child)
     os.close(child)
     chunks = []
     while True:
@@ -113,10 +113,8 @@ def test_a_terminal_gets_a_bar_redrawn_in_place(tmp_path):
     assert "6 trials: " in text
 
 
-def test_tune_optuna_and_results_csv_agree_on_rounded_values(tmp_path):
-    space = str(ROOT / "tests/spaces/q_rounded.yaml")
-    run = run_cli("-m", "sweep", "run", space, "--storage-path", str(tmp_path), "--name", "q", cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+def test_tune_optuna_and_results_csv_agree_on_rounded_values(tmp_path, ray_head):
+    sweep_run(ROOT / "tests/spaces/q_rounded.yaml", tmp_path, "q", head=ray_head)
     experiment_dir = tmp_path / "q"
     rows = {row["trial_id"]: row for row in read_rows(experiment_dir)}
     study = load_study(experiment_dir, "q_test")
