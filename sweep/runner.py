@@ -265,7 +265,8 @@ def sweep_on_ray(
         if spec.asha:
             # A program's length is not known: ASHA then stops no trial for its length.
             max_t = spec.max_epochs or MAX_ITERATIONS
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, **spec.asha)
+            # Epochs, not Tune's count of results, which lags them in a trial continued from a newer checkpoint.
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, **spec.asha)
         writer = ResultsWriter(spec, experiment_dir)
         tuner = tune.Tuner(
             trainable,

@@ -82,7 +82,7 @@ class SweepSearch(OptunaSearch):
         self.target_reached = False
         self.suggested: set[str] = set()  # the Tune trials this searcher was asked for
         self.ended: set[str] = set()  # trials told to Optuna after Tune last saved this searcher
-        self.reported: dict[str, int] = {}  # the last step told to Optuna, of trials that a resume continues
+        self.reported: dict[str, int] = {}  # the last epoch told to Optuna, per trial
         self.seen: dict[str, int] = {}  # the last iteration Tune passed to on_trial_result, per trial
 
     def restore(self, checkpoint_path: str):
@@ -113,8 +113,11 @@ class SweepSearch(OptunaSearch):
         if trial_id in self.ended or result.get("failed") or not math.isfinite(result[self.spec.metric]):
             return  # Optuna keeps the last finite value
         self.target_reached = self.target_reached or self.spec.reached_target(result[self.spec.metric])
-        if result["training_iteration"] > self.reported.get(trial_id, 0):
-            super().on_trial_result(trial_id, result)
+        # Optuna's step is the trial's epoch, which Tune's training_iteration lags when a trial continues from a
+        # checkpoint newer than Tune's record of it. An epoch trained again (a retry, a resume) is not told twice.
+        if result["epoch"] > self.reported.get(trial_id, 0):
+            self.reported[trial_id] = result["epoch"]
+            super().on_trial_result(trial_id, {**result, "training_iteration": result["epoch"]})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self.ended:
@@ -126,7 +129,7 @@ class SweepSearch(OptunaSearch):
         # Our trainer: ASHA also stops a trial at its last epoch, which is no early stop.
         stopped = result is not None and result["training_iteration"] != self.seen.get(trial_id)
         if self.spec.max_epochs:
-            stopped = result is not None and result["training_iteration"] < self.spec.max_epochs
+            stopped = result is not None and result["epoch"] < self.spec.max_epochs
         stopped_early = not error and stopped
         if not (diverged or (stopped_early and self.spec.stopped_trials == "pruned")):
             return super().on_trial_complete(trial_id, result=result, error=error)

@@ -128,16 +128,22 @@ def ray_cluster(cpus_per_node: list[int]):
     temp_dirs = [tempfile.mkdtemp(prefix=f"ray{i}-", dir="/tmp") for i in range(len(cpus_per_node))]  # short:
     # Ray's socket paths must fit in 107 bytes
     port, dashboard_port = free_port(), free_port()
-    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+
+    def common() -> list[str]:
+        # Each node's agents on ports of their own: with Ray's fixed defaults, a second node on this machine
+        # (of this cluster or another) has no dashboard agent, and the head's takes Ray Jobs.
+        ports = ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")
+        return ["--node-ip-address=127.0.0.1", "--disable-usage-stats", *(f"--{p}-port={free_port()}" for p in ports)]
+
     head = [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}",
             f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", f"--num-cpus={cpus_per_node[0]}",
-            *common]  # fmt: skip
+            *common()]  # fmt: skip
     # free_port() gives ephemeral ports (32768 and up): outside Ray's worker ports, 10002-19999.
     try:
         subprocess.run(head, env=RAY_ENV, check=True, capture_output=True, text=True, timeout=120)
         for temp_dir, cpus in zip(temp_dirs[1:], cpus_per_node[1:], strict=True):
             worker = [RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={temp_dir}", f"--num-cpus={cpus}",
-                      *common]  # fmt: skip
+                      *common()]  # fmt: skip
             subprocess.run(worker, env=RAY_ENV, check=True, capture_output=True, text=True, timeout=120)
         address = f"127.0.0.1:{port}"
         nodes = wait_for_nodes(address, len(cpus_per_node))

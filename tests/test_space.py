@@ -7,7 +7,7 @@ import optuna.distributions as od
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from sweep.searcher import OPTUNA_JOURNAL, make_searcher
+from sweep.searcher import OPTUNA_JOURNAL, journal_storage, make_searcher
 from sweep.space import load_spec
 from tests.conftest import ROOT
 from text_recognizer.util import UserError
@@ -81,7 +81,7 @@ def test_stopped_trials_setting_picks_the_searcher(tmp_path):
     assert default.stopped_trials == "pruned"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    stopped_result = {"training_iteration": 1, "val_acc": 0.5, "val_loss": 1.0}
+    stopped_result = {"training_iteration": 1, "epoch": 1, "val_acc": 0.5, "val_loss": 1.0}
     states = []
     for spec, directory in ((completed, tmp_path / "a"), (default, tmp_path / "b")):
         searcher = make_searcher(spec, directory)
@@ -90,6 +90,22 @@ def test_stopped_trials_setting_picks_the_searcher(tmp_path):
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(directory / OPTUNA_JOURNAL)))
         states.append(optuna.load_study(study_name=spec.name, storage=storage).trials[0].state.name)
     assert states == ["COMPLETE", "PRUNED"]
+
+
+def test_optuna_hears_each_epoch_once_when_tunes_count_of_results_lags(tmp_path, capfd):
+    """A trial continued from a checkpoint newer than Tune's record of it (or retried) reports epochs again,
+    with a training_iteration behind its epoch: Optuna's steps are the epochs, each told once, and the
+    trial that trained all its epochs is COMPLETE, not stopped early."""
+    space = "metric: {name: val_loss}\nrun: {max_epochs: 3}\nparameters: {fc1: {values: [8]}}"
+    spec = load_spec(write(tmp_path, space))
+    searcher = make_searcher(spec, tmp_path)
+    searcher.suggest("trial_0")
+    for iteration, epoch in ((1, 1), (2, 2), (1, 2), (2, 3)):  # continued from epoch 1's checkpoint, after epoch 2
+        searcher.on_trial_result("trial_0", {"training_iteration": iteration, "epoch": epoch, "val_loss": 1.0 / epoch})
+    searcher.on_trial_complete("trial_0", result={"training_iteration": 2, "epoch": 3, "val_loss": 1 / 3})
+    (trial,) = optuna.load_study(study_name=spec.name, storage=journal_storage(tmp_path)).trials
+    assert trial.state.name == "COMPLETE" and trial.intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+    assert "already reported" not in capfd.readouterr().err
 
 
 def test_same_seed_gives_same_first_optuna_suggestions(tmp_path):
