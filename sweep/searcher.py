@@ -125,11 +125,10 @@ class SweepSearch(OptunaSearch):
         if result is not None and result.get("failed"):  # the training code raised: FAIL
             return super().on_trial_complete(trial_id, result=None, error=True)
         diverged = result is not None and result.get("diverged")
-        # Tune withholds from on_trial_result only the result on which the scheduler stopped the trial.
-        # Our trainer: ASHA also stops a trial at its last epoch, which is no early stop.
-        stopped = result is not None and result["training_iteration"] != self.seen.get(trial_id)
-        if self.spec.max_epochs:
+        if self.spec.max_epochs:  # our trainer: ASHA also stops a trial at its last epoch, which is no early stop
             stopped = result is not None and result["epoch"] < self.spec.max_epochs
+        else:  # Tune withholds from on_trial_result only the result on which the scheduler stopped the trial
+            stopped = result is not None and result["training_iteration"] != self.seen.get(trial_id)
         stopped_early = not error and stopped
         if not (diverged or (stopped_early and self.spec.stopped_trials == "pruned")):
             return super().on_trial_complete(trial_id, result=result, error=error)

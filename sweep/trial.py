@@ -1,6 +1,6 @@
 """Tune's trainable for a sweep of our trainer. This module imports neither torch nor Lightning: the
 driver names the trainable to Tune without them, and each worker imports them (sweep.trial_callbacks)
-when it starts, or when it runs its first trial."""
+when it runs its first trial."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import RAY_ENV, ROOT, load_study, run_cli
+from tests.conftest import RAY_ENV, ROOT, kill_all, load_study, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,7 @@ def kill_sweep_mid_way(experiment_dir, head, space: str = "resumable.yaml", ende
         time.sleep(0.05)
     tree = [psutil.Process(sweep.pid), *psutil.Process(sweep.pid).children(recursive=True)]
     os.killpg(sweep.pid, signal.SIGKILL)
-    for process in tree:  # Ray's own processes too: as after a reboot
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
+    kill_all(tree)  # Ray's own processes too: as after a reboot
     sweep.wait()
     return read_csv(experiment_dir / "results.csv"), read_csv(experiment_dir / "epochs.csv")
 
