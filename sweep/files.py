@@ -166,6 +166,10 @@ def best_row(rows, metric: str, mode: str) -> dict | None:
         value = row[metric]
         if value is None or row["status"] in ("error", "diverged") or value != value:  # NaN
             continue
-        if best is None or (value > best[metric] if mode == "max" else value < best[metric]):
+        if is_better(value, None if best is None else best[metric], mode):
             best = row
     return best
+
+
+def is_better(value: float, than: float | None, mode: str) -> bool:
+    return than is None or (value > than if mode == "max" else value < than)

@@ -14,7 +14,7 @@ import yaml
 from ray import tune
 
 from sweep import files
-from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, format_cell, write_atomically
+from sweep.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, format_cell, is_better, write_atomically
 from sweep.space import SweepSpec
 
 # Around the parameters' and the metrics' columns. For a program, an "epoch" is one logged value of the
@@ -28,10 +28,6 @@ def epoch_columns(spec: SweepSpec) -> list[str]:
 
 def result_columns(spec: SweepSpec) -> list[str]:
     return ["trial_id", "status", *spec.params, *spec.metrics, *RESULT_COLUMNS]
-
-
-def is_better(value: float, than: float | None, mode: str) -> bool:
-    return than is None or (value > than if mode == "max" else value < than)
 
 
 class ResultsWriter(tune.Callback):
