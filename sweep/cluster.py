@@ -70,15 +70,14 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
 
 
 class RayStart:
-    """`start_ray(address)` in the background, so that the driver imports torch and Lightning meanwhile.
-
-    On 2 cores each takes ~4 s; side by side they take ~5. The thread stays alive until the process ends:
+    """`start_ray(address)` in the background, so that the driver imports Ray Tune and decodes the data
+    meanwhile (it imports no torch). The thread stays alive until the process ends:
     Ray starts its processes with a parent-death signal, which Linux sends when the *thread* that started
     them exits. Call `shutdown()` before exiting: the agents that Ray's raylet starts outlive a killed Ray.
 
-    Joining a cluster takes under a second, and done side by side with the import of torch it can crash
-    the process (seen in a Ray Job: "oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", then SIGSEGV), so
-    that is done by `result()`, in the calling thread, after the imports.
+    Joining a cluster takes under a second, and is done by `result()`, in the calling thread (in a thread
+    beside an import of torch, when the driver still imported it, it crashed a Ray Job's driver: "oneMKL
+    FATAL ERROR: Cannot load libtorch_cpu.so", then SIGSEGV).
     """
 
     def __init__(self, address: str | None, **options):
