@@ -59,9 +59,17 @@ class ResultsWriter(tune.Callback):
 
     def on_step_begin(self, iteration, trials, **info):
         if self.restored:  # a row of a trial that Tune's saved state does not know: it starts again as new
-            known = {trial.trial_id for trial in trials}
+            known = {trial.trial_id: trial for trial in trials}
             ended = files.ended_ids(self.rows.values())
             self.rows = {k: row for k, row in self.rows.items() if k in known or k in ended}
+            # A trial Tune continues that started after results.csv was last written: its row from the epochs
+            # it reported, so that a resume cut off before it reports again still lists it (interrupted).
+            rowless = known.keys() - self.rows.keys()
+            for line in read_epochs(self.experiment_dir, self.spec):
+                if line["trial_id"] in rowless:
+                    row = self.row(known[line["trial_id"]])
+                    row.update(start_time=known[line["trial_id"]].last_result.get("trial_start"), node=line["node"])
+                    self.record(row, line)
             self.restored = False
 
     def row(self, trial) -> dict:
@@ -95,15 +103,19 @@ class ResultsWriter(tune.Callback):
             where = f"output: {result['log']}" if result.get("log") else f"traceback: {Path(trial.path) / 'error.txt'}"
             row["error"] = f"{result['failed']} ({where})"
             return
+        self.record(row, result)
+        row["stopped"] = result.get("done", False)  # the scheduler stops it with this result
+        with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
+            csv.writer(f).writerow([trial.trial_id, *(result[key] for key in epoch_columns(self.spec)[1:])])
+
+    def record(self, row: dict, result: dict) -> None:
+        """An epoch's result (a trial's report, or a line of epochs.csv) in the trial's row."""
         score = result[self.spec.metric]
         if not result["diverged"] and is_better(score, row[self.spec.metric], self.spec.mode):
             row.update({metric: result[metric] for metric in self.spec.metrics}, best_epoch=result["epoch"])
         row["diverged"] = result["diverged"]
-        row["stopped"] = result.get("done", False)  # the scheduler stops it with this result
         row["epochs"] = result["epoch"]
         row["train_time_s"] += result["epoch_time_s"]
-        with open(self.experiment_dir / EPOCHS_CSV, "a", newline="") as f:  # one short line: never half written
-            csv.writer(f).writerow([trial.trial_id, *(result[key] for key in epoch_columns(self.spec)[1:])])
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Tune retries the trial (its worker or node was lost), from its latest checkpoint."""
@@ -187,6 +199,17 @@ def recorded_results(rows: list[dict], spec: SweepSpec) -> dict[str, dict]:
                 **{"node": row["node"], "diverged": row["status"] == "diverged", "failed": "", "ended": True},
             }
     return recorded
+
+
+def read_epochs(experiment_dir: Path, spec: SweepSpec) -> list[dict]:
+    """epochs.csv's lines typed as a trial reports them; `diverged` where the metric is not finite."""
+    with open(experiment_dir / EPOCHS_CSV, newline="") as f:
+        lines = list(csv.DictReader(f))
+    for line in lines:
+        line.update({metric: float(line[metric]) for metric in spec.metrics})
+        line.update(epoch=int(line["epoch"]), epoch_time_s=float(line["epoch_time_s"]))
+        line["diverged"] = not math.isfinite(line[spec.metric])
+    return lines
 
 
 def load_rows(experiment_dir: Path, spec: SweepSpec) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sweep import files
 from sweep.files import best_row, write_atomically
-from sweep.results import ResultsWriter, load_rows
+from sweep.results import ResultsWriter, epoch_columns, load_rows
 from sweep.space import load_spec
 from text_recognizer.config import resolve_config
 from text_recognizer.util import load_yaml_mapping
@@ -96,6 +96,27 @@ def test_one_best_trial_for_best_config_and_the_report(tmp_path):
     assert "best val_acc 0.9100, trial t1" in report.read_text()
     typed = files.read_results(experiment_dir, load_yaml_mapping(experiment_dir / "sweep.yaml"))
     assert best_row(typed, "val_acc", "max")["trial_id"] == "t1"
+
+
+def test_a_resumed_sweep_lists_a_trial_that_started_after_results_csv_was_written(tmp_path):
+    """Killed after t0 ended and t1 started: results.csv has t0 only. Resumed and cut off (Ctrl-C) before
+    t1 reports again: t1's row comes from its lines in epochs.csv, interrupted, its best epoch kept; t2,
+    which Tune's record does not know (it starts again as new), gets none."""
+    spec = load_spec(str(space(tmp_path, "{lr: {values: [0.1, 0.01]}}")))
+    written(spec, tmp_path, [{"config": {"lr": 0.1}, "status": "completed", "val_acc": 0.9, "epochs": 4}])
+    epochs = ["t0,1,0.5,0.9,1,n", "t1,1,0.6,0.8,1.5,n", "t1,2,0.7,0.7,1.5,n", "t1,3,nan,nan,1.5,n", "t2,1,0.8,0.6,1,n"]
+    assert epoch_columns(spec) == ["trial_id", "epoch", "val_acc", "val_loss", "epoch_time_s", "node"]
+    (tmp_path / "epochs.csv").write_text("\n".join([",".join(epoch_columns(spec)), *epochs]) + "\n")
+    resumed = ResultsWriter(spec, tmp_path)
+    resumed.setup()
+    trial = type("Trial", (), {"config": {"lr": 0.01}, "last_result": {"trial_start": 1.8e9 + 5}})
+    resumed.on_step_begin(0, [type("T0", (trial,), {"trial_id": "t0"})(), type("T1", (trial,), {"trial_id": "t1"})()])
+    resumed.finish()
+    rows = {row["trial_id"]: row for row in load_rows(tmp_path, spec)}
+    assert rows.keys() == {"t0", "t1"} and rows["t0"]["status"] == "completed"
+    assert {k: rows["t1"][k] for k in ("status", "val_acc", "best_epoch", "epochs", "train_time_s", "node")} == {
+        "status": "interrupted", "val_acc": 0.7, "best_epoch": 2, "epochs": 3, "train_time_s": 4.5, "node": "n"
+    }  # fmt: skip
 
 
 def test_a_sweep_killed_before_any_trial_ended_has_no_rows_not_an_error(tmp_path):
