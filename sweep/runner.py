@@ -17,7 +17,7 @@ import yaml
 from sweep.cluster import RayStart, dashboard_text, trial_concurrency
 from sweep.files import BEST_CONFIG, CHECKPOINT_FILE, LOCK, SPEC_FILE, ended_ids, restoring, write_atomically
 from sweep.params import IndexedChoice
-from sweep.results import ResultsWriter, ordered
+from sweep.results import ResultsWriter, best_row, load_rows, ordered, recorded_results
 from sweep.space import SweepSpec
 from text_recognizer import datasets
 from text_recognizer.config import resolve_config
@@ -32,6 +32,8 @@ class SweepResult:
     experiment_dir: Path
     rows: list[dict]  # one per trial, in start order (see results.csv)
     best: dict | None  # the best row, None when no trial reported a metric
+    # Ctrl-C, or the driver failed: the fit ended before the sweep did, which `resume` continues
+    interrupted: bool = False
     report: Future | None = None  # report.html and its PNGs, being written while Ray stops
     final_runner: object = None  # a FinalRunner actor, for `run --final`
 
@@ -43,10 +45,14 @@ class SweepResult:
     def errors(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "error"]
 
-    @property
-    def interrupted(self) -> bool:
-        """Ctrl-C, or the driver failed: trials were cut off, to be continued by `resume`."""
-        return any(row["status"] == "interrupted" for row in self.rows)
+
+def unfinished(rows: list[dict], spec: SweepSpec) -> bool:
+    """Whether a sweep with these rows has more to do: a trial was cut off, or fewer trials ran than it asks
+    for and its target was not reached. After a fit: it was interrupted (Ctrl-C may come when no trial is
+    running, and Tune says so only in a log line)."""
+    best = best_row(rows, spec)
+    target_reached = best is not None and spec.reached_target(best[spec.metric])
+    return len(ended_ids(rows)) < len(rows) or (len(rows) < spec.num_samples and not target_reached)
 
 
 def load_splits(config: dict) -> Splits:
@@ -142,20 +148,15 @@ def resume_sweep(
     ones continue from their checkpoints, the searcher from its state), then grow it to `grow_to` trials
     with a new Tune run over the same Optuna study. The result is None when there is nothing to do, and
     then no Ray is started."""
-    from sweep.results import best_row, load_rows
-
     rows = load_rows(experiment_dir, spec)
-    best = best_row(rows, spec)
-    target_reached = best is not None and spec.reached_target(best[spec.metric])
-    running = len(ended_ids(rows)) < len(rows)
-    unfinished = running or (len(rows) < spec.num_samples and not target_reached)
+    restore = unfinished(rows, spec)
     grow = grow_to is not None and grow_to > max(len(rows), spec.num_samples)
-    if not (unfinished or grow):
+    if not (restore or grow):
         return spec, None
     ray_start = RayStart(address, log_to_driver=verbose)
     try:
         context = ray_start.result()
-        result = sweep_on_ray(spec, context, experiment_dir, verbose, "restore") if unfinished else None
+        result = sweep_on_ray(spec, context, experiment_dir, verbose, "restore") if restore else None
         if result is not None and result.interrupted:  # Ctrl-C: the command stops here, growing nothing
             return spec, result
         if grow:
@@ -219,7 +220,6 @@ def sweep_on_ray(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sweep.progress import ProgressView
-    from sweep.results import best_row, load_rows, recorded_results
     from sweep.searcher import make_searcher
 
     concurrency = trial_concurrency(spec, ray.cluster_resources())  # more GPUs than there are: nothing made
@@ -299,7 +299,7 @@ def sweep_on_ray(
         executor = ThreadPoolExecutor(1)
         report = executor.submit(write_report, experiment_dir)
         executor.shutdown(wait=False)  # returns now; the thread ends with the report
-    return SweepResult(experiment_dir, rows, best_row(rows, spec), report)
+    return SweepResult(experiment_dir, rows, best_row(rows, spec), unfinished(rows, spec), report)
 
 
 def run_final(experiment_dir: str | Path, max_epochs: int | None = None, runner=None) -> dict:

@@ -119,6 +119,21 @@ def test_a_resumed_sweep_lists_a_trial_that_started_after_results_csv_was_writte
     }  # fmt: skip
 
 
+def test_a_fit_that_ended_before_its_sweep_did_was_interrupted(tmp_path):
+    """Ctrl-C as the only running trial ends leaves no trial cut off, but fewer trials than asked for: the
+    command says interrupted (exit 130, no final run, no growing), as `resume` then finds work to do."""
+    from sweep.runner import unfinished
+
+    spec = load_spec(str(space(tmp_path, "{lr: {values: [0.1, 0.01]}}\nsearch: {num_samples: 3}")))
+    t0, t1, t2 = ({"trial_id": f"t{i}", "status": "completed", "val_acc": 0.7} for i in range(3))
+    assert unfinished([t0, t1], spec) and unfinished([t0, t1, {**t2, "status": "interrupted"}], spec)
+    assert not unfinished([t0, t1, {**t2, "status": "error"}], spec)
+    reached = load_spec(
+        str(space(tmp_path, "{lr: {values: [0.1]}}\nmetric: {name: val_acc, goal: maximize, target: 0.8}"))
+    )
+    assert unfinished([t0], reached) and not unfinished([{**t0, "val_acc": 0.9}], reached)  # W&B's target
+
+
 def test_a_sweep_killed_before_any_trial_ended_has_no_rows_not_an_error(tmp_path):
     spec = load_spec(str(space(tmp_path, "{lr: {values: [0.1]}}")))
     assert not (tmp_path / "results.csv").exists() and load_rows(tmp_path, spec) == []
