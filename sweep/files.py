@@ -18,7 +18,7 @@ SPEC_FILE = "sweep.yaml"  # the resolved spec, flags applied: what this experime
 OPTUNA_JOURNAL = "optuna.journal"  # the Optuna study, for optuna-dashboard
 REPORT_HTML = "report.html"
 CHECKPOINT_FILE = "trial.ckpt"  # in a trial's checkpoint: Lightning's (model, optimizer, schedule, epoch, RNG states)
-META_FILE = "trial.json"  # and when the trial first started, so that a continued trial keeps its start time
+META_FILE = "trial.json"  # and the epoch it holds, and when the trial first started (a continued trial keeps it)
 ENDED = ("completed", "stopped early", "error", "diverged")  # results.csv statuses that a resumed sweep keeps
 
 

@@ -53,9 +53,10 @@ class ResultsWriter(tune.Callback):
             self.rows = {row["trial_id"]: row for row in load_rows(self.experiment_dir, self.spec)}
             self.ended = files.ended_ids(self.rows.values())
             self.restored = True
-        if not (self.experiment_dir / EPOCHS_CSV).exists():
-            with open(self.experiment_dir / EPOCHS_CSV, "w", newline="") as f:
-                csv.writer(f).writerow(epoch_columns(self.spec))
+        if not (self.experiment_dir / EPOCHS_CSV).exists():  # its header: a reader never sees an empty file
+            header = io.StringIO()
+            csv.writer(header).writerow(epoch_columns(self.spec))
+            write_atomically(self.experiment_dir / EPOCHS_CSV, header.getvalue())
 
     def on_step_begin(self, iteration, trials, **info):
         if self.restored:  # a row of a trial that Tune's saved state does not know: it starts again as new

@@ -61,7 +61,8 @@ class ReportToTune(pl.Callback):
             return self.report(trainer)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            (Path(folder) / META_FILE).write_text(json.dumps({"trial_start": self.trial_start}))
+            meta = {"trial_start": self.trial_start, "epoch": trainer.current_epoch + 1}
+            (Path(folder) / META_FILE).write_text(json.dumps(meta))
             self.report(trainer, checkpoint=tune.Checkpoint.from_directory(folder))  # Tune copies it
         self.last_checkpoint = time.monotonic()
 

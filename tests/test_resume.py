@@ -2,6 +2,7 @@
 then `sweep resume`: ended trials kept as they were, running ones continued from their checkpoints, the
 number of trials asked for; then `resume --num-samples` grows it. A real local Ray, real trials."""
 
+import contextlib
 import csv
 import json
 import os
@@ -56,6 +57,27 @@ def kill_sweep_mid_way(experiment_dir, head, space: str = "resumable.yaml", ende
     return read_csv(experiment_dir / "results.csv"), read_csv(experiment_dir / "epochs.csv")
 
 
+def checkpointed_epochs(experiment_dir) -> dict[str, int]:
+    """Each trial's newest checkpoint's epoch, once the killed sweep's trial workers are gone: Ray ends them
+    a moment after their driver, and one may save a checkpoint of an epoch the driver never heard of."""
+
+    def newest() -> dict[str, int]:
+        found = {}
+        for meta in experiment_dir.glob("run_trial_*/checkpoint_*/trial.json"):
+            trial_id = meta.parts[-3].split("_")[2]
+            with contextlib.suppress(OSError, ValueError):  # being copied, or deleted as a newer one came
+                found[trial_id] = max(found.get(trial_id, 0), json.loads(meta.read_text())["epoch"])
+        return found
+
+    seen, since, deadline = newest(), time.monotonic(), time.monotonic() + 60
+    while time.monotonic() - since < 2:  # no new checkpoint for 2 s (a trial saves one per epoch)
+        assert time.monotonic() < deadline, "the killed sweep's trials still save checkpoints after 60 s"
+        time.sleep(0.2)
+        if (now := newest()) != seen:
+            seen, since = now, time.monotonic()
+    return seen
+
+
 @pytest.fixture
 def busy_machine():
     """A process that keeps a core busy, as other work on a shared machine does: with two trials on the
@@ -68,11 +90,13 @@ def busy_machine():
         hog.wait()
 
 
-def assert_resumed(run, experiment_dir, ended_then: dict, epochs_then: list[dict], trials: int, epochs: str) -> int:
+def assert_resumed(run, experiment_dir, ended_then: dict, epochs_then: list[dict], checkpointed: dict[str, int],
+                   trials: int, epochs: str) -> int:  # fmt: skip
     """Every trial done, the ended ones untouched and never run again, the interrupted ones continued from
     the checkpoint in Tune's record of them (at most the epoch they were in is trained again; Tune's record
-    is up to ~10 s old, so a trial younger than that starts again), no step told to Optuna twice. Returns
-    how many interrupted trials continued from a checkpoint."""
+    is up to ~10 s old, so a trial younger than that starts again), no step told to Optuna twice, no epoch
+    skipped but those that a checkpoint holds (`checkpointed`, newest per trial, saved after the driver
+    heard its last result). Returns how many interrupted trials continued from a checkpoint."""
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "resuming (" in run.stdout.splitlines()[0]
     assert "is already reported" not in run.stdout + run.stderr  # Optuna's warning for a step told twice
@@ -84,7 +108,8 @@ def assert_resumed(run, experiment_dir, ended_then: dict, epochs_then: list[dict
     continued = 0
     for trial_id, before in epochs_by_trial(epochs_then).items():
         if trial_id not in ended_then:
-            assert epochs_now[trial_id][0] <= before[-1] + 1, (trial_id, before, epochs_now[trial_id])
+            newest = max(before[-1], checkpointed.get(trial_id, 0))
+            assert epochs_now[trial_id][0] <= newest + 1, (trial_id, before, checkpointed, epochs_now[trial_id])
             continued += epochs_now[trial_id][0] > 1
         assert rows[trial_id]["epochs"] == epochs
     return continued
@@ -94,16 +119,18 @@ def test_a_sweep_killed_before_its_first_trial_ended_resumes(tmp_path, busy_mach
     experiment_dir = tmp_path / "killed"
     rows_then, epochs_then = kill_sweep_mid_way(experiment_dir, ray_head, ended_before=0)
     assert not rows_then  # no results.csv yet
+    checkpointed = checkpointed_epochs(experiment_dir)
     run = run_cli("-m", "sweep", "resume", str(experiment_dir), cwd=tmp_path, env=RAY_ENV)
-    assert_resumed(run, experiment_dir, {}, epochs_then, trials=6, epochs="30")
+    assert_resumed(run, experiment_dir, {}, epochs_then, checkpointed, trials=6, epochs="30")
 
 
 def test_a_killed_sweep_resumes_and_grows(tmp_path, busy_machine, ray_head):
     experiment_dir = tmp_path / "killed"
     rows_then, epochs_then = kill_sweep_mid_way(experiment_dir, ray_head)
     ended_then = {row["trial_id"]: row for row in rows_then if row["status"] == "completed"}
+    checkpointed = checkpointed_epochs(experiment_dir)
     run = run_cli("-m", "sweep", "resume", str(experiment_dir), cwd=tmp_path, env=RAY_ENV)
-    assert assert_resumed(run, experiment_dir, ended_then, epochs_then, trials=6, epochs="30") >= 1
+    assert assert_resumed(run, experiment_dir, ended_then, epochs_then, checkpointed, trials=6, epochs="30") >= 1
     study = load_study(experiment_dir, "resumable_test")
     states = [trial.state.name for trial in study.trials]
     assert states.count("COMPLETE") == 6 and "RUNNING" not in states
