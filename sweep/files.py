@@ -95,6 +95,10 @@ def claim(experiment_dir: Path, new: bool):
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
+    # Optuna's journal lock (a symlink to the journal) left by a sweep killed while writing the study: no
+    # sweep runs here now, so it is stale. Optuna would wait for it forever once the directory was moved
+    # (its grace period reads the time of the link's target, which then no longer exists).
+    (experiment_dir / f"{OPTUNA_JOURNAL}.lock").unlink(missing_ok=True)
     return lock
 
 

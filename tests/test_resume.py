@@ -156,13 +156,15 @@ def test_a_moved_sweep_resumes_where_it_is_and_ctrl_c_stops_a_growing_resume(tmp
     moved = tmp_path / "new" / "killed"
     moved.parent.mkdir()
     old.rename(moved)
+    # As a driver killed while it wrote to the study leaves it: Optuna's lock, linked to the journal's old path.
+    (moved / "optuna.journal.lock").symlink_to(old / "optuna.journal")
     command = [sys.executable, "-m", "sweep", "resume", str(moved), "--num-samples", "8"]
     resume = subprocess.Popen(command, cwd=tmp_path, env=RAY_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)  # fmt: skip
     deadline = time.monotonic() + 300
     # The restore trains a trial with 5 or more epochs to go (not one that ends as Ctrl-C comes): it is cut off.
     while all(int(line["epoch"]) > 25 for line in read_csv(moved / "epochs.csv")[len(epochs_then) :]):
-        assert time.monotonic() < deadline and resume.poll() is None, resume.communicate()
+        assert time.monotonic() < deadline and resume.poll() is None, (resume.kill(), resume.communicate())
         time.sleep(0.1)
     resume.send_signal(signal.SIGINT)
     stdout, stderr = resume.communicate(timeout=120)
