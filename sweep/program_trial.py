@@ -11,7 +11,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from sweep import program
+from sweep.trials import program_run as program
 
 
 def run_program_trial(

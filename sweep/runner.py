@@ -349,8 +349,8 @@ class FinalRunner:
 
 def run_program_final(experiment_dir: Path, saved: dict, args: dict) -> dict:
     """The program once more with the best trial's arguments (best_config.yaml), its files in final/."""
-    from sweep import program
-    from sweep.command import Program
+    from sweep.trials import program_run as program
+    from sweep.spec.command import Program
 
     final = Program(**{**saved["program"], "command": tuple(saved["program"]["command"])})
     run_dir = experiment_dir / "final"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.command import DEFAULT_COMMAND, IN_PROCESS_MACROS, MACROS, Program, unknown_macro
+from sweep.spec.command import DEFAULT_COMMAND, IN_PROCESS_MACROS, MACROS, Program, unknown_macro
 from sweep.params import Param, read_param
 from text_recognizer.config import flag_schema, resolve_config, unknown_key_message
 from text_recognizer.util import UserError, load_yaml_mapping

@@ -14,9 +14,9 @@ import psutil
 import pytest
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from sweep import program
-from sweep.command import ARGUMENT_MACROS, Program, argument_formats
-from sweep.program import History, stdout_values
+from sweep.trials import program_run as program
+from sweep.spec.command import ARGUMENT_MACROS, Program, argument_formats
+from sweep.trials.program_run import History, stdout_values
 from sweep.space import load_spec
 from tests.conftest import ROOT
 from text_recognizer.util import UserError

@@ -2,7 +2,7 @@
 with it, or when the trial worker that started it dies (Ray kills its workers when a sweep ends or is
 interrupted and when a node is lost, and a killed worker can end nothing itself).
 
-    python -S sweep/guard.py CONTROL_FD STATUS_FD COMMAND...
+    python -S sweep/trials/guard.py CONTROL_FD STATUS_FD COMMAND...
 
 The guard forks and the first process exits at once: Ray kills a dead worker's child processes, and the
 guard must outlive the worker to clean up after it. CONTROL_FD is a pipe from the worker: when it closes

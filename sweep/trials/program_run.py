@@ -5,13 +5,13 @@ macros expanded) and in the file named by WANDB_SWEEP_PARAM_PATH, which `wandb.i
 `wandb.config`; W&B runs offline unless WANDB_MODE says otherwise, its files in the run's directory. What
 it logs is read as it happens, from one of two places:
 
-- `wandb.log` calls, recorded by `sweep/wandb_hook/sitecustomize.py` (on the program's PYTHONPATH) into a
+- `wandb.log` calls, recorded by `sweep/trials/wandb_hook/sitecustomize.py` (on the program's PYTHONPATH) into a
   JSON-lines file; they become W&B's history rows as W&B makes them (a row is committed by a `log` without
   `step` or with `commit=True`, by a later step, or at the end);
 - in a program that does not call `wandb.init`: lines of its stdout with `name=value` pairs
   (`epoch=3 val_loss=0.231`, as Katib's StdOut collector reads them), one row per line.
 
-It runs under `sweep/guard.py`, in a process group of its own, which ends with the run: no process
+It runs under `sweep/trials/guard.py`, in a process group of its own, which ends with the run: no process
 outlives it. Its stdout and stderr go to `output.log` in the run's directory.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.command import Program
+from sweep.spec.command import Program
 
 HERE = Path(__file__).resolve().parent
 GUARD = HERE / "guard.py"
