@@ -13,14 +13,12 @@ import itertools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna.distributions as od
 
+from sweep.spec.reader import SpecReader
 from text_recognizer.config import Flag
-
-if TYPE_CHECKING:
-    from sweep.space import SpecReader
 
 # Which keys each W&B distribution takes (besides `distribution`), as in W&B's sweep configuration reference.
 DISTRIBUTION_KEYS = {
@@ -57,6 +55,13 @@ class NormalQuantile:
         x = NormalDist(self.mu, self.sigma).inv_cdf(min(max(u, NORMAL_TAIL), 1 - NORMAL_TAIL))
         return math.exp(x) if self.log else x
 
+    def quantile(self, value: float) -> float | None:
+        """The u that gives `value`; None where no u does (a log-normal's value is above 0)."""
+        if self.log and value <= 0:
+            return None
+        u = NormalDist(self.mu, self.sigma).cdf(math.log(value) if self.log else value)
+        return min(max(u, NORMAL_TAIL), 1 - NORMAL_TAIL)
+
 
 @dataclass(frozen=True)
 class WeightedChoice:
@@ -68,6 +73,14 @@ class WeightedChoice:
     def __call__(self, u: float) -> Any:
         return self.values[min(bisect.bisect_right(self.cumulative, u), len(self.values) - 1)]
 
+    def quantile(self, value: Any) -> float | None:
+        """The middle of `value`'s slice; None where it has none (not listed, or probability 0)."""
+        for i, listed in enumerate(self.values):
+            low, high = (self.cumulative[i - 1] if i else 0.0), self.cumulative[i]
+            if same(listed, value) and high > low:
+                return (low + high) / 2
+        return None
+
 
 @dataclass(frozen=True)
 class IndexedChoice:
@@ -77,6 +90,9 @@ class IndexedChoice:
 
     def __call__(self, index: int) -> Any:
         return self.values[index]
+
+    def quantile(self, value: Any) -> int | None:
+        return next((i for i, listed in enumerate(self.values) if same(listed, value)), None)
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,36 @@ class Param:
             return float(value)
         return value
 
+    def sample_of(self, value: Any) -> Any:
+        """The sample of Optuna's that gives `value` (a value a trial ran with, maybe under another spec), or
+        None where this parameter cannot give it: how a rebuilt, edited or warm-started study holds
+        earlier trials. `value(sample_of(v)) == v` for every value this parameter gives."""
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(self.from_quantile, NormalQuantile):
+            if not numeric or (self.q is not None and not on_step(value, self.q)):
+                return None
+            if self.q is not None and self.from_quantile.log and value == 0:  # rounded down from (0, q/2)
+                value = self.q / 4
+            return self.from_quantile.quantile(value)
+        if self.from_quantile is not None:
+            return self.from_quantile.quantile(value)
+        if isinstance(self.distribution, od.CategoricalDistribution):
+            return next((c for c in self.distribution.choices if same(self.typed(c), value)), None)
+        if not numeric:
+            return None
+        low, high, step = self.distribution.low, self.distribution.high, self.distribution.step
+        if step is not None and not on_step(value - low, step):
+            return None
+        # A q-rounded draw of a range without steps (q_log_uniform) may lie up to q/2 past either end.
+        slack = self.q / 2 if self.q is not None and step is None else 0.0
+        if self.q is not None and step is None and not on_step(value, self.q):
+            return None
+        tolerance = 1e-9 * max(1.0, abs(low), abs(high))
+        if not low - slack - tolerance <= value <= high + slack + tolerance:
+            return None
+        sample = min(max(value, low), high)
+        return int(round(sample)) if isinstance(self.distribution, od.IntDistribution) else float(sample)
+
     @property
     def values(self) -> list | None:
         """Every value a trial can get, where they are listed; None for a range."""
@@ -132,6 +178,17 @@ class Param:
             raise ValueError(
                 f"parameters.{self.name}: {value!r}, drawn from {self.source}, is not a value of --{self.name}: {exc}"
             ) from None
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as values and as booleans: 1 is not True, 1.0 is 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def on_step(value: float, step: float) -> bool:
+    """Whether value is a whole multiple of step, up to rounding."""
+    ratio = value / step
+    return abs(ratio - round(ratio)) < 1e-6
 
 
 def takes_int(flag: Flag) -> bool:

@@ -1,8 +1,8 @@
-"""The search-space YAML, parsed once into a `SweepSpec`; every error names the file and the key.
+"""A sweep file, read once into a `SweepSpec`; every problem is one line naming the file and the key.
 
 Parameters use the syntax of W&B Sweeps (`values`, `value`, `distribution` with `min`/`max`/`q`), and a
-W&B sweep file's `method`, `metric`, `early_terminate` and `run_cap` keep their meaning. See the README
-for every key.
+W&B sweep file's `method`, `metric`, `early_terminate`, `run_cap`, `program` and `command` keep their
+meaning. docs/sweep-file.md describes every key.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweep.spec.command import DEFAULT_COMMAND, IN_PROCESS_MACROS, MACROS, Program, unknown_macro
-from sweep.params import Param, read_param
+from sweep.spec.params import read_param
+from sweep.spec.reader import SpecReader
+from sweep.spec.spec import TRAINER_METRICS, SweepSpec, check_resources
 from text_recognizer.config import flag_schema, resolve_config, unknown_key_message
-from text_recognizer.util import UserError, load_yaml_mapping
+from text_recognizer.util import load_yaml_mapping
 
-METHODS = {"bayes": "Optuna TPE", "random": "Optuna random sampling", "grid": "Optuna grid sampling"}
-METRICS = ("val_acc", "val_loss")  # what every trial of our trainer reports after each epoch
+METHODS = {"bayes": "Optuna TPE", "random": "Optuna random sampling", "grid": "every combination, as W&B"}
 GOALS = {"maximize": "max", "minimize": "min"}
 NATURAL_GOAL = {"val_acc": "maximize", "val_loss": "minimize"}  # when a file gives no goal (W&B: minimize)
 # Keys of a W&B sweep file that have no meaning here: reported at start, then ignored.
@@ -42,106 +42,7 @@ INTERPRETERS = {"${env}", "/usr/bin/env", "env", "${interpreter}", "python", "py
 # Of the driver's environment, what a program trial gets wherever it runs (W&B's own settings).
 # (Not WANDB_API_KEY: W&B reads it from ~/.netrc or the environment of each node, and it is no setting.)
 PASSED_ON = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_TAGS")
-
-
-@dataclass
-class SweepSpec:
-    """Built only by `load_spec`, which states every default once, where it reads each key."""
-
-    path: str
-    name: str
-    base_config: dict  # our trainer: a complete run config (every flag's default, then the fixed settings)
-    params: dict[str, Param]
-    metric: str
-    mode: str
-    target: float | None  # once a trial reaches it, no new trial starts (W&B's metric.target)
-    method: str
-    num_samples: int
-    seed: int
-    max_concurrent: int | None
-    stopped_trials: str  # how trials that ASHA stopped are told to Optuna: pruned or completed
-    asha: dict | None  # grace_period and reduction_factor, or None: no early stopping
-    gpus_per_trial: float
-    cpus_per_trial: float
-    warnings: list[str]  # W&B keys reported and ignored, meanings that differ from W&B's
-    checkpoint_interval_s: float = 60.0  # a trial saves a checkpoint at most this often (0: every epoch)
-    max_failures: int = 2  # retries of a trial whose worker or node was lost
-    program: Program | None = None  # a program that each trial runs; None: our trainer, in-process
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """What each report of a trial holds: our trainer's two metrics, or the one a program logs."""
-        return (self.metric,) if self.program else METRICS
-
-    @property
-    def unit(self) -> str:
-        """What a trial counts: our trainer's epochs, or the values of the metric that a program logged."""
-        return "iteration" if self.program else "epoch"
-
-    def metric_text(self, value: float) -> str:
-        """A metric as results.csv and the terminal show it: 0.9440, or 4 significant digits of a program's."""
-        return f"{value:.4g}" if self.program else f"{value:.4f}"
-
-    @property
-    def max_epochs(self) -> int | None:
-        """Our trainer's epochs; a program's length is not known (None)."""
-        return self.base_config.get("max_epochs")
-
-    @property
-    def target_text(self) -> str:
-        """'val_acc >= 0.95', or '' without a target."""
-        if self.target is None:
-            return ""
-        return f"{self.metric} {'>=' if self.mode == 'max' else '<='} {self.target:g}"
-
-    def reached_target(self, value: float) -> bool:
-        return self.target is not None and (value >= self.target if self.mode == "max" else value <= self.target)
-
-    @property
-    def columns(self) -> dict:
-        """What results.csv's columns hold, as sweep.yaml records it (files.read_results reads either)."""
-        params = {name: {"types": p.types, "values": p.values} for name, p in self.params.items()}
-        return {"params": params, "metrics": list(self.metrics)}
-
-    def trial_values(self, sampled: dict) -> dict:
-        """The searched parameters' values of one trial, from Optuna's samples: what Tune's config holds."""
-        return {k: self.params[k].value(v) for k, v in sampled.items()}
-
-    def trial_config(self, values: dict) -> dict:
-        """What one trial runs with: our trainer's complete run config, or a program's arguments (nested as
-        W&B nests them). A value the parameter does not accept raises ValueError."""
-        checked = {k: self.params[k].check(v) for k, v in values.items()}
-        return self.program.args(checked) if self.program else {**self.base_config, **checked}
-
-
-class SpecReader:
-    """Reads one YAML mapping, raising UserError('<file>: key '<path>': ...') for anything wrong."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def fail(self, key: str, problem: str):
-        raise UserError(f"{self.path}: key '{key}': {problem}")
-
-    def mapping(self, value: Any, key: str) -> dict:
-        if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {value!r}")
-        return value
-
-    def number(self, value: Any, key: str, kind: type = float, minimum: float | None = None) -> Any:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind is int:
-            ok = ok and float(value).is_integer()
-        if not ok:
-            self.fail(key, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be at least {minimum}, got {value!r}")
-        return kind(value)
-
-    def check_keys(self, mapping: dict, key: str, allowed) -> None:
-        for sub in mapping:
-            if sub not in allowed:
-                self.fail(f"{key}.{sub}" if key else sub, unknown_key_message(sub, allowed))
+PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # W&B's schema for parameter names
 
 
 def is_constant(pdef: Any) -> bool:
@@ -160,6 +61,9 @@ def flat_parameters(reader: SpecReader, parameters: dict, key: str = "parameters
     found = []
     for name, pdef in reader.mapping(parameters, key).items():
         name_key = f"{key}.{name}"
+        if not isinstance(name, str) or not PARAMETER_NAME.fullmatch(name):
+            reader.fail(name_key, "a parameter's name starts with a letter or _, then letters, digits, _ . or - "
+                        "(as W&B requires)")  # fmt: skip
         if isinstance(pdef, dict) and "parameters" in pdef:
             reader.check_keys(pdef, name_key, ["parameters"])
             found += flat_parameters(reader, pdef["parameters"], f"{name_key}.parameters", (*path, str(name)))
@@ -195,20 +99,23 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     if slug != name:
         warnings.append(f"{path}: key 'name': {name!r} names directories and the study as {slug!r}")
 
-    method = raw.get("method", "bayes")
+    if "method" not in raw:  # W&B's one required key
+        reader.fail("method", f"required: choose one of {', '.join(METHODS)} (bayes: {METHODS['bayes']})")
+    method = raw["method"]
     if method not in METHODS:
         reader.fail("method", f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
 
-    parameters = flat_parameters(reader, raw.get("parameters", {}))
+    if not raw.get("parameters"):
+        reader.fail("parameters", "give at least one parameter: with values, a distribution, or a single value")
+    parameters = flat_parameters(reader, raw["parameters"])
     program, flags = read_program(reader, raw, cwd or os.getcwd())
     if program is None:
         base_config, params = _trainer_params(reader, raw, parameters, flags, method)
     else:
         base_config, params, program = {}, *_program_params(reader, raw, parameters, program, method)
-    if not params:
-        reader.fail("parameters", "nothing to search: give at least one parameter with values or a distribution")
-
     metric, mode, target = _read_metric(reader, raw, program is not None, warnings)
+    if metric is None and method == "bayes":
+        reader.fail("metric", "method bayes learns from a metric: give metric.name (grid and random need none)")
     search = reader.mapping(raw.get("search", {}), "search")
     reader.check_keys(search, "search", ["num_samples", "seed", "max_concurrent", "stopped_trials"])
     stopped_trials = search.get("stopped_trials", "pruned")
@@ -217,7 +124,7 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     if "run_cap" in raw and "num_samples" in search:
         reader.fail("run_cap", "also given as search.num_samples: keep one")
     grid_size = None
-    if method == "grid":
+    if method == "grid":  # a grid of constants only is one trial, as in W&B
         grid_size = math.prod(len(param.distribution.choices) for param in params.values())
     num_samples = search.get("num_samples", raw.get("run_cap", grid_size or 8))
     num_key = "search.num_samples" if "num_samples" in search else "run_cap"
@@ -227,7 +134,7 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     if max_concurrent is not None:
         max_concurrent = reader.number(max_concurrent, "search.max_concurrent", int, minimum=1)
 
-    asha = _read_early_stopping(reader, raw, base_config.get("max_epochs"), metric, warnings)
+    early_stopping = _read_early_stopping(reader, raw, base_config.get("max_epochs"), metric, warnings)
     resources = reader.mapping(raw.get("resources", {}), "resources")
     reader.check_keys(resources, "resources", ["gpus_per_trial", "cpus_per_trial"])
     gpus = reader.number(resources.get("gpus_per_trial", 0), "resources.gpus_per_trial", minimum=0)
@@ -245,7 +152,7 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
         seed=seed,
         max_concurrent=max_concurrent,
         stopped_trials=stopped_trials,
-        asha=asha,
+        early_stopping=early_stopping,
         gpus_per_trial=gpus,
         cpus_per_trial=cpus,
         warnings=warnings,
@@ -253,37 +160,6 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     )
     check_resources(spec)
     return spec
-
-
-def check_resources(spec: SweepSpec) -> None:
-    """What each trial asks of Ray against what it will do with it, once the command line's flags are
-    applied too: every mismatch that would fail each trial or leave a GPU idle is one line, before Ray."""
-    gpus, key = spec.gpus_per_trial, f"{spec.path}: key 'resources.gpus_per_trial' (or --gpus-per-trial)"
-    if 0 < gpus < 1 and abs(1 / gpus - round(1 / gpus)) > 1e-6:
-        raise UserError(f"{key}: {gpus:g} does not divide a GPU, so part of each GPU stays idle: use 1/n (0.5, 0.25)")
-    if gpus > 1 and not float(gpus).is_integer():
-        raise UserError(f"{key}: {gpus:g}: above 1, give a whole number of GPUs")
-    if spec.program is not None:
-        return  # a program uses the GPUs it is given as it likes (several: torchrun, DDP)
-    config = spec.base_config
-    wants_gpu = bool(config["gpus"]) or config["accelerator"] in ("gpu", "cuda")
-    if gpus > 1:
-        raise UserError(
-            f"{key}: {gpus:g}: a trial of our trainer is one process; several GPUs would start Lightning's DDP "
-            "inside one Ray trial, which sweep does not do: use 1, or a fraction to share a GPU"
-        )
-    if gpus == 0 and wants_gpu:
-        raise UserError(
-            f"{spec.path}: key 'run.gpus'/'run.accelerator': trials train on a GPU, but reserve none, and Ray "
-            "hides the GPUs from them: every trial would fail; pass --gpus-per-trial 1 (or 0.5 to share one)"
-        )
-    if gpus > 0 and config["accelerator"] == "cpu":
-        raise UserError(
-            f"{spec.path}: key 'run.accelerator': cpu, with {gpus:g} GPU reserved per trial that would stay idle: "
-            "pass --gpus-per-trial 0, or drop accelerator: cpu"
-        )
-    if gpus > 0 and max(config["gpus"] or 1, config["devices"] if isinstance(config["devices"], int) else 1) > 1:
-        raise UserError(f"{spec.path}: key 'run.gpus'/'run.devices': a trial gets {gpus:g} GPU: ask for 1 at most")
 
 
 def read_program(reader: SpecReader, raw: dict, cwd: str) -> tuple[Program | None, list[str]]:
@@ -403,21 +279,25 @@ def _program_params(reader: SpecReader, raw: dict, parameters: list, program: Pr
     return params, dataclasses.replace(program, fixed=fixed, nested=nested)
 
 
-def _read_metric(reader: SpecReader, raw: dict, of_program: bool, warnings: list[str]) -> tuple[str, str, float | None]:
-    """(metric, mode, target). Without a goal the goal follows the metric; W&B's default is minimize."""
-    metric = reader.mapping(raw.get("metric", {}), "metric")
+def _read_metric(reader: SpecReader, raw: dict, of_program: bool, warnings: list[str]):
+    """(metric, mode, target); (None, 'min', None) for a file without `metric` (grid and random need none).
+    Without a goal the goal follows the metric (val_acc: maximize); W&B's default is minimize."""
+    if "metric" not in raw:
+        return None, "min", None
+    metric = reader.mapping(raw["metric"], "metric")
     reader.check_keys(metric, "metric", ["name", "goal", "target"])
-    if of_program and "name" not in metric:
-        reader.fail("metric.name", "name the metric that the program logs (with wandb.log, or name=value on stdout)")
-    name = metric.get("name", "val_acc")
+    if "name" not in metric:
+        what = "the program logs (with wandb.log or its summary, or name=value on stdout)" if of_program else "to use"
+        reader.fail("metric.name", f"required in 'metric': name the metric {what}")
+    name = metric["name"]
     if not isinstance(name, str) or not name.strip():
         reader.fail("metric.name", f"expected the name of a logged value, got {name!r}")
-    if not of_program and name not in METRICS:
-        reader.fail("metric.name", f"trials report {' and '.join(METRICS)}, not {name!r}")
+    if not of_program and name not in TRAINER_METRICS:
+        reader.fail("metric.name", f"trials report {' and '.join(TRAINER_METRICS)}, not {name!r}")
     goal = metric.get("goal")
     if goal is None:
         goal = NATURAL_GOAL.get(name, "minimize")
-        if "metric" in raw and goal == "maximize":
+        if goal == "maximize":
             warnings.append(
                 f"{reader.path}: key 'metric.goal' not given: W&B would minimize {name}; "
                 f"this sweep maximizes it (write goal: maximize to say so)"
@@ -460,6 +340,8 @@ def _read_early_stopping(
         reader.fail("early_stopping.type", f"expected asha or none, got {early.get('type')!r}")
     if early.get("type") == "none":
         return None
+    if metric is None:
+        reader.fail("early_stopping", "stops trials by their metric: give metric.name, or drop early_stopping")
     grace_period = reader.number(early.get("grace_period", 1), "early_stopping.grace_period", int, minimum=1)
     if max_epochs is not None and grace_period > max_epochs:
         reader.fail(
@@ -481,12 +363,15 @@ def _read_hyperband(
     metric logged so far) at which a run is compared with the others and stopped unless it is in the top
     1/eta; ASHA's rungs are the same idea."""
     reader.check_keys(wandb, "early_terminate", HYPERBAND_KEYS)
+    if metric is None:
+        reader.fail("early_terminate", "stops runs by their metric: give metric.name, or drop early_terminate "
+                    "(as W&B requires)")  # fmt: skip
     if wandb.get("type") != "hyperband":
         reader.fail("early_terminate.type", f"only 'hyperband' is understood, got {wandb.get('type')!r}")
     eta = reader.number(wandb.get("eta", 3), "early_terminate.eta")  # W&B's default eta is 3
     if eta <= 1:
         reader.fail("early_terminate.eta", f"must be above 1, got {eta:g}")
-    strict = wandb.get("strict", False)
+    strict = wandb.get("strict", True)  # W&B's schema fills in true
     if not isinstance(strict, bool):
         reader.fail("early_terminate.strict", f"expected true or false, got {strict!r}")
     notes = []
@@ -524,8 +409,8 @@ def _read_hyperband(
         notes.append(f"W&B would compare runs at {unit} {wandb_epochs}, ASHA compares them at {asha_epochs}")
     if not strict:
         notes.append(
-            f"W&B's default (strict: false) compares a run's best {metric} so far; ASHA compares its {metric} "
-            f"at that {unit[:-1]}, as strict: true does"
+            f"strict: false: W&B would compare a run's best {metric} so far; ASHA compares its {metric} "
+            f"at that {unit[:-1]}, as strict: true (W&B's default) does"
         )
     if notes:
         warnings.append(f"{where}: " + "; ".join(notes))

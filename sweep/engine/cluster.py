@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from text_recognizer.util import UserError
 
 if TYPE_CHECKING:
-    from sweep.space import SweepSpec
+    from sweep.spec.spec import SweepSpec
 
 
 REACH_TIMEOUT_S = 5.0  # ray.init retries an address where nothing listens for a minute or more
@@ -87,6 +87,11 @@ class RayStart:
         if not self.joining[0]:
             threading.Thread(target=self._run, args=(address, options), name="ray-start", daemon=True).start()
 
+    @property
+    def address(self) -> str | None:
+        """The cluster joined; None for a local Ray."""
+        return self.joining[0]
+
     def _run(self, address: str | None, options: dict) -> None:
         try:
             self.started.set_result(start_ray(address, **options))
@@ -128,7 +133,7 @@ def dashboard_text(context) -> str:
     return f"; Ray dashboard http://{context.dashboard_url}{auth}"
 
 
-def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
+def trial_concurrency(spec: SweepSpec, resources: dict, trials: int) -> int:
     """How many trials fit side by side; asking for more than the cluster has is an error, not a hang."""
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     there = f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU"
@@ -142,4 +147,4 @@ def trial_concurrency(spec: SweepSpec, resources: dict) -> int:
     fits = math.floor(cpus / spec.cpus_per_trial + 1e-9)
     if spec.gpus_per_trial:
         fits = min(fits, math.floor(gpus / spec.gpus_per_trial + 1e-9))
-    return max(1, min(fits, spec.max_concurrent or fits, spec.num_samples))
+    return max(1, min(fits, spec.max_concurrent or fits, trials))

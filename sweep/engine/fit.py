@@ -1,0 +1,241 @@
+"""`run_sweep` and `resume_sweep`: a sweep on Ray Tune, each run, resume, edit or warm start one new Tune fit
+over the sweep's record and its Optuna study (rebuilt from the record), never Tune's own restore.
+
+Tune keeps its bookkeeping in a temporary directory of the driver's, deleted after the fit: the
+experiment directory holds only the record, its exports and the trials' own directories, and nothing
+pickled (a resume needs nothing but the record, after a `mv`, a `cp -r`, or a newer version of sweep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.engine.cluster import RayStart, dashboard_text, trial_concurrency
+from sweep.record.events import EventLog
+from sweep.record.files import CHECKPOINT, SOURCE, trial_dir
+from sweep.record.state import ENDED, Status, SweepState, read
+from sweep.spec.load import load_spec
+from sweep.spec.spec import SweepSpec, check_flags
+from sweep.trials import trials_of
+from sweep.views.exports import write_exports, write_tensorboard
+from text_recognizer.util import UserError
+
+# Keys of a sweep that an edit cannot change: the record's trials would mean something else.
+FIXED_BY_EDIT = {
+    "metric": "metric.name",
+    "mode": "metric.goal",
+    "kind": "program",
+    "program": "program/command",
+    "base_config": "run",
+}
+
+
+@dataclass
+class SweepResult:
+    experiment_dir: Path
+    state: SweepState
+    interrupted: bool  # Ctrl-C, or the driver failed: the fit ended before the sweep did
+    report: Future | None = None  # report.html and its PNGs, being drawn while Ray stops
+    final_runner: object = None  # our trainer's final run's actor, for `run --final`
+
+
+def run_sweep(spec: SweepSpec, experiment_dir: Path, *, ray_start: RayStart, flags: dict, warm_start=(),
+              verbose: bool = False, final: bool = False) -> SweepResult:  # fmt: skip
+    """A new sweep into `experiment_dir` (claimed, empty). `flags`: the command line's settings over the
+    file's; `warm_start`: experiment directories whose ended trials start its study, as history."""
+    kind = trials_of(spec)
+    data = kind.load()  # decoded while Ray starts
+    shutil.copyfile(spec.path, experiment_dir / SOURCE)
+    state = SweepState(spec={})
+    log = EventLog(experiment_dir, listener=state.apply)
+    log.write("sweep", spec=spec.resolved(), source=SOURCE, flags=flags, cwd=os.getcwd(), address=ray_start.address)
+    for earlier in warm_start:
+        trials = warm_trials(Path(earlier), spec, first=len(state.warm))
+        log.write("warm_start", **{"from": str(Path(earlier).resolve())}, trials=trials)
+    context = ray_start.result()
+    runner = kind.final_runner() if final else None
+    result = fit(spec, experiment_dir, log, state, context, verbose, data, doing="")
+    return dataclasses.replace(result, final_runner=runner)
+
+
+def warm_trials(earlier: Path, spec: SweepSpec, first: int) -> list[dict]:
+    """The ended trials of an earlier sweep whose values this sweep's space can give, as its study's first
+    trials (numbered from `first`)."""
+    before = read(earlier)
+    where = f"--warm-start {earlier}"
+    if (before.metric, before.mode) != (spec.metric, spec.mode) or spec.metric is None:
+        raise UserError(
+            f"{where}: that sweep {goal(before.metric, before.mode)}, this one {goal(spec.metric, spec.mode)}: its "
+            "trials teach this one nothing"
+        )
+    fitting = [t for t in sorted(before.trials.values(), key=lambda t: t.number)
+               if t.status in ENDED and spec.samples_of(t.params) is not None]  # fmt: skip
+    return [
+        {"number": first + i, "params": t.params, "status": t.status.value, "summary": t.summary,
+         "results": [{k: r[k] for k in ("step", "metrics", "step_time_s", "node", "gpus", "time")} for r in t.results],
+         "origin": f"{earlier.resolve()} trial {t.number}"}
+        for i, t in enumerate(fitting)
+    ]  # fmt: skip
+
+
+def goal(metric: str | None, mode: str) -> str:
+    return f"{'maximizes' if mode == 'max' else 'minimizes'} {metric}" if metric else "has no metric"
+
+
+def spec_from_record(experiment_dir: Path, state: SweepState, source: Path | None = None) -> SweepSpec:
+    """The sweep's spec from its directory alone: its copy of the sweep file (or an edited file, `source`),
+    read from where the sweep first ran, with the command line's settings it ran with."""
+    spec = load_spec(str(source or experiment_dir / state.source_copy), cwd=state.cwd)
+    flags = {k: v for k, v in state.flags.items() if source is None or k != "num_samples"}  # an edit says its own
+    spec = check_flags(spec, flags)
+    spec = dataclasses.replace(spec, name=state.spec["name"], path=str(source) if source else state.spec["source"])
+    return spec if source is not None else dataclasses.replace(spec, num_samples=state.num_samples)
+
+
+def edit_changes(before: dict, after: dict) -> list[str]:
+    """What an edit changes, one line each; a change that cannot apply is one error naming its key."""
+    for key, name in FIXED_BY_EDIT.items():
+        if before[key] != after[key]:
+            raise UserError(f"the edited file's '{name}' differs from the sweep's ({before[key]!r} -> {after[key]!r}): "
+                            "its trials would mean something else; start a new sweep, warm-started from this one "
+                            "(`sweep run FILE --warm-start DIR`)")  # fmt: skip
+    changes = []
+    for name in sorted(set(before["params"]) | set(after["params"])):
+        was, now = before["params"].get(name), after["params"].get(name)
+        if was != now:
+            was, now = (p["source"] if p else "not searched" for p in (was, now))
+            changes.append(f"{name}: {was} -> {now}")
+    for key in ("num_samples", "early_stopping", "target", "method", "seed", "max_concurrent", "stopped_trials",
+                "gpus_per_trial", "cpus_per_trial", "checkpoint_interval_s", "max_failures"):  # fmt: skip
+        if before[key] != after[key]:
+            changes.append(f"{key}: {before[key]} -> {after[key]}")
+    return changes
+
+
+def resume_sweep(experiment_dir: Path, *, grow_to: int | None = None, edited: str | None = None,
+                 address: str | None = None, verbose: bool = False) -> SweepResult | None:  # fmt: skip
+    """Continue a sweep whose driver ended before it did (a kill, Ctrl-C, a reboot), grow it to `grow_to`
+    trials, or go on with an edited sweep file: a new Tune fit over the record. Ended trials are history;
+    interrupted ones continue from their checkpoints. None when there is nothing to do (no Ray started)."""
+    state = read(experiment_dir, live=False)  # the caller holds the directory: no driver runs it
+    spec = spec_from_record(experiment_dir, state)
+    log = EventLog(experiment_dir, listener=state.apply)
+    if edited is not None:
+        spec = edit(experiment_dir, state, log, Path(edited))
+    if grow_to is not None:
+        if grow_to <= len(state.trials):
+            raise UserError(f"--num-samples {grow_to}: the sweep has {len(state.trials)} trials already")
+        spec = dataclasses.replace(spec, num_samples=grow_to)
+    if not state.unfinished() and spec.num_samples <= state.num_samples and edited is None:
+        return None
+    kind = trials_of(spec)
+    data = kind.load()
+    ray_start = RayStart(address or state.address, log_to_driver=verbose)
+    try:
+        context = ray_start.result()
+        log.write("resume", num_samples=spec.num_samples)
+        doing = f"resuming ({len(state.ended())} of {len(state.trials)} trials ended) "
+        return fit(spec, experiment_dir, log, state, context, verbose, data, doing=doing)
+    finally:
+        ray_start.shutdown()
+
+
+def edit(experiment_dir: Path, state: SweepState, log: EventLog, edited: Path) -> SweepSpec:
+    """The sweep goes on with an edited file: checked against the record before Ray starts, kept beside the
+    first (source-2.yaml, ...), and written in the record. Interrupted trials whose values the new space
+    cannot give end there, stopped."""
+    spec = spec_from_record(experiment_dir, state, source=edited)
+    changes = edit_changes(state.spec, spec.resolved())
+    copy = f"source-{len(state.edits) + 2}.yaml"
+    shutil.copyfile(edited, experiment_dir / copy)
+    next_trial = len(state.warm) + len(state.trials)
+    log.write("edit", spec=spec.resolved(), source=str(edited), source_copy=copy, changes=changes,
+              next_trial=next_trial)  # fmt: skip
+    for trial in state.trials.values():
+        if trial.status not in ENDED and spec.samples_of(trial.params) is None:
+            log.write("end", trial=trial.number, status=Status.STOPPED.value, reason="outside the edited space",
+                      summary=trial.summary)  # fmt: skip
+    print(f"sweep '{spec.name}': edited ({'; '.join(changes) or 'nothing changed'})", flush=True)
+    return spec
+
+
+def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState, context, verbose: bool, data,
+        doing: str) -> SweepResult:  # fmt: skip
+    """One Tune fit: the trials the sweep still needs, on the Ray that `context` joined."""
+    import ray
+    from ray import tune
+
+    from sweep.engine.study import open_study
+    from sweep.engine.sweep_run import SweepRun
+    from sweep.engine.tune_adapters import RecordCallback, StudyScheduler, StudySearcher
+    from sweep.views.progress import ProgressView
+
+    kind = trials_of(spec)
+    study = open_study(experiment_dir, state, spec)
+    view = ProgressView(state)
+
+    def trial_ended(trial) -> None:
+        write_exports(experiment_dir, state)
+        write_tensorboard(experiment_dir, trial)
+        (trial_dir(experiment_dir, trial.number) / CHECKPOINT).unlink(missing_ok=True)  # nothing to continue
+
+    run = SweepRun(spec, experiment_dir, log, state, study, kind, view, on_end=trial_ended)
+    concurrency = trial_concurrency(spec, ray.cluster_resources(), max(1, run.to_run))
+    goal = f"{'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}" if spec.metric else "no metric"
+    target = (
+        f" until {spec.metric} {'>=' if spec.mode == 'max' else '<='} {spec.target:g}"
+        if spec.target is not None
+        else ""
+    )
+    early = "on" if run.rungs else "off"
+    print(f"sweep '{spec.name}': {doing}{spec.num_samples} trials, {concurrency} at a time, {spec.method} search "
+          f"{goal}{target}, early stopping {early}; experiment directory {experiment_dir}{dashboard_text(context)}",
+          flush=True)  # fmt: skip
+    write_exports(experiment_dir, state)
+    trainable = tune.with_resources(kind.trainable(experiment_dir, verbose, data),
+                                    {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})  # fmt: skip
+    # Tune's newer reporter prints its start box even at verbose=0; its default loggers write files nobody
+    # reads here. Tune reads these variables (Ray 2.60's) when the fit starts.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    tune_dir = tempfile.mkdtemp(prefix="sweep-tune-")
+    try:
+        if run.to_run:
+            tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=StudySearcher(run),
+                    scheduler=StudyScheduler(run),
+                    num_samples=run.to_run,
+                    max_concurrent_trials=concurrency,
+                    reuse_actors=True,  # one worker process serves trial after trial: imports are paid once
+                ),
+                run_config=tune.RunConfig(
+                    name=experiment_dir.name,
+                    storage_path=tune_dir,
+                    callbacks=[RecordCallback(run)],
+                    verbose=0,  # our view; --verbose adds the trials' own output
+                    # A lost worker or node: the trial runs again, from its checkpoint, on any node with room.
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                ),
+            ).fit()
+    finally:
+        view.close()
+        shutil.rmtree(tune_dir, ignore_errors=True)
+    interrupted = state.unfinished()  # Tune ends a fit early on Ctrl-C, and says so only in its log
+    log.write("stop", interrupted=interrupted)
+    write_exports(experiment_dir, state)
+    report = None
+    if state.trials:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later
+        from sweep.views.report import write_report
+
+        executor = ThreadPoolExecutor(1)
+        report = executor.submit(write_report, experiment_dir, state)
+        executor.shutdown(wait=False)  # returns now; the thread ends with the report
+    return SweepResult(experiment_dir, state, interrupted, report)
