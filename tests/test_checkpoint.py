@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from sweep.trial_callbacks import RngState
+from sweep.trials.trainer_worker import RngState
 from text_recognizer.config import resolve_config
 from text_recognizer.training import train
 

@@ -7,27 +7,32 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 
-from sweep.runner import save_spec
-from sweep.searcher import journal_storage
-from sweep.space import load_spec
-from tests.conftest import RAY_ENV, ROOT, run_cli
-from tests.test_files import space, written
+from sweep.engine.study import open_study
+from sweep.spec.load import load_spec
+from sweep.views.exports import write_exports
+from tests.helpers import RAY_ENV, ROOT, epochs, run_cli, write_record
+
+SPACE = """\
+method: random
+metric: {name: val_acc, goal: maximize}
+run: {data_class: MNISTSample, max_epochs: 4}
+parameters: {lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-1}}
+"""
 
 
 @pytest.fixture
 def finished(tmp_path):
-    """An experiment directory of a sweep with 300 ended trials, as the sweep writes it."""
-    path = space(tmp_path, "{lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-1}}")
-    spec = load_spec(str(path))
+    """An experiment directory of a sweep with 300 ended trials, as its driver leaves it."""
+    events = []
+    for i in range(300):
+        events += [{"event": "trial", "trial": i, "params": {"lr": 1e-4 * (i + 1)}}, *epochs(i, [0.5]),
+                   {"event": "end", "trial": i, "status": "completed", "reason": "", "summary": {}}]  # fmt: skip
     experiment_dir = tmp_path / "sweep"
-    experiment_dir.mkdir()
-    save_spec(spec, experiment_dir, ["run", str(path)])
-    rows = [{"config": {"lr": 1e-4 * (i + 1)}, "status": "completed", "val_acc": 0.5, "epochs": 4} for i in range(300)]
-    written(spec, experiment_dir, rows)
-    optuna.create_study(study_name=spec.name, storage=journal_storage(experiment_dir))
+    state = write_record(experiment_dir, SPACE, events)
+    write_exports(experiment_dir, state)
+    open_study(experiment_dir, state, load_spec(str(experiment_dir / "source.yaml")))
     return experiment_dir
 
 
@@ -57,7 +62,7 @@ def test_abbreviated_flags_are_not_taken_for_others(tmp_path, flag):
 
 def test_validate_names_each_file_once(tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text("name: my sweep\nparameters: {lr: {values: [0.1]}}\n")
+    path.write_text("name: my sweep\nmethod: grid\nparameters: {lr: {values: [0.1]}}\n")
     run = run_cli("-m", "sweep", "validate", str(path), cwd=tmp_path, timeout=60)
     assert run.returncode == 0
     assert run.stderr.count(str(path)) == 1 and run.stderr.startswith(f"warning: {path}: key 'name'")

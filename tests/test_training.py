@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.conftest import ROOT, last_line, parse_metrics
+from tests.helpers import ROOT, last_line, parse_metrics
 from text_recognizer.config import resolve_config
 from text_recognizer.datasets import DEBIAN_DIR
 from text_recognizer.lit_models import BaseLitModel

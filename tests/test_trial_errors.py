@@ -3,16 +3,14 @@ workers: an ordinary error ends the trial and the worker goes on with the next o
 of memory on a shared GPU, sends the trial to a fresh worker (Tune's retry). CUDA's errors are raised here
 as torch raises them, on this machine without a GPU."""
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from sweep.space import load_spec
-from sweep.trial_callbacks import ReportToTune, cuda_failure, training_failed
-from tests.conftest import ROOT
+from sweep.trials import reports
+from sweep.trials.trainer_worker import cuda_failure, training_failed
 
 pytestmark = pytest.mark.slow
 ILLEGAL_ACCESS = "CUDA error: an illegal memory access was encountered"
@@ -43,18 +41,17 @@ def local_ray():
 
 def failing_trial(config: dict) -> None:
     """The first attempt of the trial named 'first' raises its error through `training_failed`, as
-    run_trial does, after a first report (Tune adds the worker's PID to each)."""
+    train_trial does, after a first report (Tune adds the worker's PID to each)."""
     from ray import tune
 
-    spec, marker = config["spec"], Path(config["markers"]) / config["name"]
-    callback = ReportToTune(trial_start=0.0, checkpoint_interval_s=60)
-    tune.report(callback.result(val_acc=0.5, epoch=1))
+    marker = Path(config["markers"]) / config["name"]
+    tune.report(reports.step(1, {"val_acc": 0.5}, 0.1, "node"))
     if config["name"] == "first" and not marker.exists():
         marker.touch()
         try:
             raise config["error"]
         except Exception as exc:
-            training_failed(exc, spec, callback)
+            training_failed(exc, config["gpus_per_trial"], Path(config["markers"]))
 
 
 @pytest.mark.parametrize(
@@ -72,12 +69,11 @@ def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
     from ray import tune
 
     monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
-    spec = dataclasses.replace(load_spec(str(ROOT / "tests/spaces/asha.yaml")), gpus_per_trial=gpus_per_trial)
-    config = {"spec": spec, "markers": str(tmp_path), "error": error}
+    config = {"gpus_per_trial": gpus_per_trial, "markers": str(tmp_path), "error": error}
     tuner = tune.Tuner(
         failing_trial,
         param_space={**config, "name": tune.grid_search(["first", "second"])},
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max", reuse_actors=True, max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
         run_config=tune.RunConfig(
             storage_path=str(tmp_path), verbose=0, failure_config=tune.FailureConfig(max_failures=1)
         ),
@@ -87,10 +83,11 @@ def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
     pids = [[line["pid"] for line in results_of(r.path)] for r in (first, second)]
     if retried:  # the first trial ran twice, on two workers; the second on the fresh one
         assert len(pids[0]) == 2 and pids[0][0] != pids[0][1] and pids[1] == pids[0][1:]
-        assert first.error is None and not first.metrics["failed"]  # the retry passed
+        assert first.error is None and "end" not in reports.read(first.metrics)  # the retry passed
     else:  # the first trial ended with its error in its last result; its worker ran the second
         assert set(pids[0]) == set(pids[1]) and len(set(pids[0])) == 1
-        assert first.metrics["failed"].startswith(type(error).__name__)
+        assert reports.read(first.metrics)["failed"].startswith(type(error).__name__)
+        assert (tmp_path / "error.txt").read_text().startswith("Traceback")
 
 
 def results_of(trial_path: str) -> list[dict]:

@@ -37,7 +37,7 @@ WANDB_REFUSED = {
     "image_uri": "a W&B Launch image runs on W&B's launch queues; name the script to run with 'program'",
 }
 HYPERBAND_KEYS = ["type", "min_iter", "max_iter", "s", "eta", "strict"]
-TRAINER = Path(__file__).resolve().parents[1] / "training" / "run_experiment.py"  # our trainer, run in-process
+TRAINER = Path(__file__).resolve().parents[2] / "training" / "run_experiment.py"  # our trainer, run in-process
 INTERPRETERS = {"${env}", "/usr/bin/env", "env", "${interpreter}", "python", "python3"}
 # Of the driver's environment, what a program trial gets wherever it runs (W&B's own settings).
 # (Not WANDB_API_KEY: W&B reads it from ~/.netrc or the environment of each node, and it is no setting.)

@@ -1,4 +1,5 @@
-"""W&B sweep files as people write them: each documented key and distribution, with W&B's meaning.
+"""Sweep files as people write them: every shipped file loads; each W&B key and distribution keeps W&B's
+meaning; what cannot mean anything here is one line naming the file and the key. No Ray here.
 
 Each distribution is parsed, then sampled 1,000 times by a seeded Optuna random sampler (what `method:
 random` runs), and the values are checked for range, type and scale.
@@ -10,28 +11,135 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import optuna.distributions as od
 import pytest
 
-from sweep.space import load_spec
+from sweep.spec.load import load_spec
+from sweep.spec.spec import check_flags
+from tests.helpers import ROOT
 from text_recognizer.util import UserError
 
+SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
 RUN = "run: {data_class: MNISTSample, max_epochs: 10}\n"
 
 
+def write(tmp_path: Path, text: str) -> str:
+    """A sweep file of `text`, with `method: random` where it names no method (W&B requires one)."""
+    path = tmp_path / "space.yaml"
+    path.write_text(text if "method:" in text else f"method: random\n{text}")
+    return str(path)
+
+
 def spec_of(tmp_path: Path, text: str, run: str = RUN):
-    path = tmp_path / "space.yaml"
-    path.write_text(run + text)
-    return load_spec(str(path))
+    return load_spec(write(tmp_path, run + text))
 
 
-def error_of(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "space.yaml"
-    path.write_text(RUN + text)
+def error_of(tmp_path: Path, text: str, run: str = RUN) -> str:
+    path = write(tmp_path, run + text)
     with pytest.raises(UserError) as error:
-        load_spec(str(path))
+        load_spec(path)
     message = str(error.value)
     assert message.startswith(f"{path}: key '") and "\n" not in message
     return message
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_space_loads(path):
+    spec = load_spec(str(path), cwd=str(ROOT))  # where their programs are
+    assert spec.num_samples >= 1 and (spec.params or spec.method == "grid")
+
+
+def test_wandb_file_keeps_its_meaning():
+    spec = load_spec(str(ROOT / "search_spaces" / "wandb_style.yaml"), cwd=str(ROOT))
+    assert spec.method == "random" and spec.num_samples == 6  # run_cap
+    assert spec.early_stopping == {"grace_period": 1, "reduction_factor": 2.0}  # early_terminate: hyperband
+    assert spec.base_config["data_class"] == "MNISTSample" and spec.max_epochs == 4  # `value:` parameters
+    assert isinstance(spec.params["fc1"].distribution, od.IntDistribution)
+    assert spec.params["lr"].distribution.log
+    assert spec.params["batch_size"].value(100.0) == 128  # q_log_uniform_values, q=64, int flag
+    assert spec.program is None  # its program is our trainer: trials run it in-process
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("parameters: {fc1: {values: [1.5]}}", "key 'parameters.fc1.values': --fc1 takes int"),
+        ("parameters: {fc3: {values: [1]}}", "key 'parameters.fc3': not a flag of training/run_experiment.py"),
+        ("parameters: {lr: {distribution: normal, min: 0, max: 1}}", "key 'parameters.lr.min': distribution normal"),
+        ("parameters: {lr: {distribution: gamma, min: 0, max: 1}}", "key 'parameters.lr.distribution': unknown"),
+        ("parameters: {lr: {distribution: uniform, min: 1, max: 0}}", "min (1.0) must be below max (0.0)"),
+        ("parameters: {fc1: {distribution: uniform, min: 1, max: 9}}", "--fc1 takes int: use int_uniform or q_uniform"),
+        (
+            "method: grid\nparameters: {lr: {distribution: uniform, min: 0, max: 1}}",
+            "method 'grid' enumerates values; uniform has none",
+        ),
+        ("method: hyper\nparameters: {fc1: {values: [1]}}", "key 'method': unknown method 'hyper'"),
+        ("metric: {name: acc}\nparameters: {fc1: {values: [1]}}", "key 'metric.name': trials report"),
+        ("serach: {}\nparameters: {fc1: {values: [1]}}", "key 'serach': unknown key 'serach' (did you mean 'search'?)"),
+        ("run: {max_epochs: two}\nparameters: {fc1: {values: [1]}}", "run: key 'max_epochs': expected int"),
+        ("parameters: {fc1: [1, 2]}", "key 'parameters.fc1': expected a mapping"),
+        ("parameters: {}", "key 'parameters': give at least one parameter"),
+        ("parameters: {fc1: {values: [8]}}\nresources: {gpus_per_trial: -1}", "must be at least 0"),
+    ],
+)
+def test_bad_space_names_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as error:
+        load_spec(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_bad_yaml_syntax_is_one_line(tmp_path):
+    path = write(tmp_path, "parameters: {fc1: [1, 2}\nmethod: grid")
+    with pytest.raises(UserError, match=r"not valid YAML at line 1"):
+        load_spec(path)
+
+
+def test_the_dashboard_line_warns_when_the_dashboard_is_reachable_from_other_machines():
+    from types import SimpleNamespace
+
+    from sweep.engine.cluster import dashboard_text
+
+    assert "WARNING" not in dashboard_text(SimpleNamespace(dashboard_url="127.0.0.1:8265"))
+    exposed = dashboard_text(SimpleNamespace(dashboard_url="10.0.0.5:8265"))
+    assert exposed.startswith("; Ray dashboard http://10.0.0.5:8265") and "the token is what protects it" in exposed
+    assert dashboard_text(SimpleNamespace(dashboard_url="")) == ""  # a cluster without a dashboard
+
+
+@pytest.mark.parametrize(
+    "run, resources, problem",
+    [
+        (
+            "{}",
+            "{gpus_per_trial: 2}",
+            "a trial of our trainer is one process; several GPUs would start Lightning's DDP",
+        ),
+        (
+            "{gpus: 1}",
+            "{gpus_per_trial: 0}",
+            "key 'run.gpus'/'run.accelerator': trials train on a GPU, but reserve none",
+        ),
+        ("{accelerator: gpu}", "{}", "every trial would fail; pass --gpus-per-trial 1"),
+        ("{accelerator: cpu}", "{gpus_per_trial: 1}", "key 'run.accelerator': cpu, with 1 GPU reserved per trial"),
+        ("{}", "{gpus_per_trial: 0.3}", "0.3 does not divide a GPU, so part of each GPU stays idle: use 1/n"),
+        ("{devices: 2}", "{gpus_per_trial: 1}", "a trial gets 1 GPU: ask for 1 at most"),
+    ],
+)
+def test_what_a_trial_asks_of_ray_is_checked_against_what_it_will_use(tmp_path, run, resources, problem):
+    path = write(tmp_path, f"run: {run}\nresources: {resources}\nparameters: {{fc1: {{values: [8]}}}}")
+    with pytest.raises(UserError) as error:
+        load_spec(path)
+    assert str(error.value).startswith(f"{path}: key ") and problem in str(error.value)
+
+
+def test_the_command_lines_gpus_are_checked_too(tmp_path):
+    spec = load_spec(write(tmp_path, "run: {accelerator: cpu}\nparameters: {fc1: {values: [8]}}"))
+    with pytest.raises(UserError, match="cpu, with 0.5 GPU reserved per trial that would stay idle"):
+        check_flags(spec, {"gpus_per_trial": 0.5})
+    fine = load_spec(str(ROOT / "search_spaces" / "mlp.yaml"))  # one GPU per trial, accelerator auto
+    assert check_flags(fine, {"gpus_per_trial": 0.25}).gpus_per_trial == 0.25
+    with pytest.raises(UserError, match="--num-samples must be > 0, got 0"):
+        check_flags(fine, {"num_samples": 0})
 
 
 def draws(tmp_path: Path, flag: str, definition: str, n: int = 1000) -> list:
@@ -269,27 +377,27 @@ def test_a_draw_outside_the_flag_fails_that_trial_only(tmp_path):
             "'metric.target': expected a number",
         ),
         (
-            "early_terminate: {type: hyperband}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "give min_iter (the first bracket), or max_iter and s",
         ),
         (
-            "early_terminate: {type: hyperband, max_iter: 9}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, max_iter: 9}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "'early_terminate.s': max_iter needs s",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, eta: 1}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, eta: 1}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "'early_terminate.eta': must be above 1",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "'early_terminate.strict': expected true or false",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, brackets: 2}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, brackets: 2}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "unknown key 'brackets'",
         ),
         (
-            "early_stopping: {type: asha, grace_period: 11}\nparameters: {fc1: {values: [8]}}",
+            "early_stopping: {type: asha, grace_period: 11}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
             "'early_stopping.grace_period': must be at most max_epochs (10)",
         ),
     ],
@@ -302,11 +410,11 @@ def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path
     loss = spec_of(tmp_path, "metric: {name: val_loss}\nparameters: {fc1: {values: [8]}}")
     assert (loss.metric, loss.mode, loss.target, loss.warnings) == ("val_loss", "min", None, [])
     acc = spec_of(tmp_path, "metric: {name: val_acc, target: 0.95}\nparameters: {fc1: {values: [8]}}")
-    assert (acc.mode, acc.target, acc.target_text) == ("max", 0.95, "val_acc >= 0.95")
+    assert (acc.mode, acc.target) == ("max", 0.95)
     assert len(acc.warnings) == 1 and "W&B would minimize val_acc; this sweep maximizes it" in acc.warnings[0]
     explicit = spec_of(tmp_path, "metric: {name: val_acc, goal: minimize}\nparameters: {fc1: {values: [8]}}")
     assert (explicit.mode, explicit.warnings) == ("min", [])
-    assert spec_of(tmp_path, "parameters: {fc1: {values: [8]}}").mode == "max"  # no metric: val_acc, as ours
+    assert spec_of(tmp_path, "parameters: {fc1: {values: [8]}}").metric is None  # no metric: none, as in W&B
 
 
 @pytest.mark.parametrize(
@@ -321,11 +429,13 @@ def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path
             {"grace_period": 1, "reduction_factor": 3.0},
             None,
         ),
+        ("early_terminate: {type: hyperband, min_iter: 2, eta: 2}", 10, {"grace_period": 2, "reduction_factor": 2.0},
+         None),  # W&B's strict defaults to true: compare at the bracket, as ASHA does
         (
-            "early_terminate: {type: hyperband, min_iter: 2, eta: 2}",
+            "early_terminate: {type: hyperband, min_iter: 2, eta: 2, strict: false}",
             10,
             {"grace_period": 2, "reduction_factor": 2.0},
-            "compares a run's best val_acc so far",
+            "strict: false: W&B would compare a run's best val_acc so far",
         ),
         # W&B's documented example: max_iter 27, s 2, eta 3 gives brackets [9, 3].
         (
@@ -356,9 +466,11 @@ def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path
 )
 def test_early_stopping_keeps_wandbs_meaning_and_says_what_differs(tmp_path, early, max_epochs, asha, note):
     spec = spec_of(
-        tmp_path, f"{early}\nparameters: {{fc1: {{values: [8]}}}}", run=f"run: {{max_epochs: {max_epochs}}}\n"
+        tmp_path,
+        f"{early}\nmetric: {{name: val_acc, goal: maximize}}\nparameters: {{fc1: {{values: [8]}}}}",
+        run=f"run: {{max_epochs: {max_epochs}}}\n",
     )
-    assert spec.asha == asha
+    assert spec.early_stopping == asha
     notes = [w for w in spec.warnings if "early_terminate" in w]
     assert len(notes) == (note is not None) and all(note in w for w in notes)
 
@@ -381,3 +493,34 @@ def test_values_keep_their_type_where_the_flag_takes_both(tmp_path):
     config = spec.trial_config(spec.trial_values({"limit_train_batches": 8, "lr": 1}))
     assert type(config["limit_train_batches"]) is int
     assert type(spec.params["lr"].value(1)) is float
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("parameters: {fc1: {values: [8]}}", "key 'method': required: choose one of bayes, random, grid"),
+        ("method: bayes\nparameters: {fc1: {values: [8]}}", "key 'metric': method bayes learns from a metric"),
+        ("method: random\nparameters: {1lr: {values: [8]}}", "key 'parameters.1lr': a parameter's name starts with"),
+        (
+            "method: grid\nearly_terminate: {type: hyperband, min_iter: 1}\nparameters: {fc1: {values: [8]}}",
+            "key 'early_terminate': stops runs by their metric: give metric.name",
+        ),
+        ("method: grid\nmetric: {goal: maximize}\nparameters: {fc1: {values: [8]}}", "key 'metric.name': required"),
+    ],
+)
+def test_what_wandb_refuses_is_refused_in_one_line(tmp_path, text, message):
+    """W&B requires `method`, a metric for bayes and early termination, and parameter names of its pattern."""
+    path = tmp_path / "space.yaml"
+    path.write_text(RUN + text)
+    with pytest.raises(UserError) as error:
+        load_spec(str(path))
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_grids_and_random_searches_need_no_metric_and_a_grid_of_constants_is_one_trial(tmp_path):
+    grid = spec_of(tmp_path, "method: grid\nparameters: {fc1: {values: [8, 16]}, lr: {values: [0.1, 0.01]}}")
+    assert (grid.metric, grid.num_samples, grid.early_stopping) == (None, 4, None)
+    constants = spec_of(tmp_path, "method: grid\nparameters: {fc1: {value: 8}, fc2: {value: 16}}")
+    assert (constants.params, constants.num_samples) == ({}, 1)
+    assert (constants.base_config["fc1"], constants.base_config["fc2"]) == (8, 16)
+    assert spec_of(tmp_path, "method: random\nrun_cap: 3\nparameters: {fc1: {values: [8]}}").metric is None
