@@ -9,7 +9,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	# compat: the project's directory on sys.path (a .pth line), not setuptools' import hook, which Python asks
+	# only after every sys.path entry: a directory named sweep where a driver or a Ray worker runs (an
+	# experiment directory, say) would then be imported as an empty namespace package instead of this one.
+	$(PY) -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
 run: install

@@ -2,6 +2,7 @@
 the records of the sweeps they run. Fixtures are in conftest.py."""
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS: list[Path] = []  # saved by the browser tests, named at the end of the test output
 RAY = str(Path(sys.executable).parent / "ray")
+# The `sweep` command, as the install makes it: unlike `python -m sweep`, it does not put the working
+# directory first on sys.path, where a user's sweep.py, or an experiment directory named sweep, would be
+# imported instead of this package.
+SWEEP = str(Path(sys.executable).parent / "sweep")
+WANDB = Path(sys.executable).parent / "wandb"
+W_AND_B_ONLY = ("_runtime", "_timestamp", "_wandb")  # W&B's own keys, not read from the program
 # What a driver or a `ray start` needs: token auth (Ray 2.60), and this Python first on PATH, as in an
 # activated environment (sweep files that run `python` get this one).
 RAY_ENV = {
@@ -27,6 +34,17 @@ RAY_ENV = {
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a real command line of this project (python ARGS) and capture its output."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def sweep_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `sweep` command with these arguments and capture its output."""
+    return subprocess.run([SWEEP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def ray_watch(tmp_path: Path) -> tuple[dict, Path]:
+    """An environment in which a Ray that starts keeps its files under tmp_path/ray (RAY_TMPDIR), and that
+    folder: whether a command started a Ray is whether the folder then exists."""
+    return {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}, tmp_path / "ray"
 
 
 def last_line(text: str) -> str:
@@ -161,13 +179,13 @@ def wait_for_nodes(address: str, count: int) -> list[str]:
 
 
 def sweep_run(space: Path, storage: Path, name: str, *flags: str, head: Cluster | None = None, cwd: Path | None = None):
-    """`python -m sweep run SPACE` into storage/name, from `cwd` (default: storage), on the shared Ray node
+    """`sweep run SPACE` into storage/name, from `cwd` (default: storage), on the shared Ray node
     `head` (else a local Ray of its own); returns the finished command and results.csv's rows."""
     import csv
 
-    command = ("-m", "sweep", "run", str(space), "--storage-path", str(storage), "--name", name, *flags)
+    command = ("run", str(space), "--storage-path", str(storage), "--name", name, *flags)
     command += ("--address", head.address) if head else ()
-    run = run_cli(*command, cwd=cwd or storage, env=RAY_ENV if head else None)
+    run = sweep_cli(*command, cwd=cwd or storage, env=RAY_ENV if head else None)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(storage / name / "results.csv") as f:
         return run, list(csv.DictReader(f))
@@ -200,3 +218,45 @@ def epochs(trial: int, values: list[float], metric: str = "val_acc", start: int 
          "step_time_s": 0.5, "node": "n1", "gpus": ""}
         for i, v in enumerate(values)
     ]  # fmt: skip
+
+
+def flat(mapping: dict, prefix: str = "") -> dict:
+    """Nested mappings flattened with '.', W&B's summary statistics ({"min": x}) too, for comparing."""
+    found = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            found.update(flat(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def numbers(mapping: dict) -> dict:
+    """What the sweep reads of a row or a summary: its numbers, less W&B's own keys."""
+    return {
+        key: value
+        for key, value in flat(mapping).items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith(W_AND_B_ONLY)
+    }
+
+
+def wandb_run_dir(folder: Path, run_id: str = "agentrun") -> Path:
+    """The offline run directory W&B wrote a run's .wandb file into, under folder/wandb (one per run)."""
+    (run_file,) = folder.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
+    return run_file.parent
+
+
+def wandb_history(folder: Path, run_id: str = "agentrun") -> list[dict]:
+    """A run's history rows as W&B itself recorded them (their numbers): `wandb leet inspect`, W&B's own
+    reader of a run's .wandb file."""
+    out = subprocess.run([WANDB, "leet", "inspect", "--json", wandb_run_dir(folder, run_id)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    records = [json.loads(line) for line in out.splitlines()]
+    return [numbers(record["history"]["item"]) for record in records if record["type"] == "history"]
+
+
+def wandb_summary(folder: Path, run_id: str = "agentrun") -> dict:
+    """A run's summary as W&B keeps it (offline, wandb 0.31 writes no wandb-summary.json)."""
+    out = subprocess.run([WANDB, "leet", "inspect", "--summary", "--json", wandb_run_dir(folder, run_id)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return numbers(json.loads(out)["summary"])

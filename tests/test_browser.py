@@ -81,7 +81,7 @@ def finished_sweep(asha_sweep):
 def live_sweep(tmp_path_factory):
     """A sweep of minutes, running while the tests look at it; interrupted (Ctrl-C) at the end."""
     tmp = tmp_path_factory.mktemp("live")
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/live.yaml"), "--storage-path", str(tmp),
+    command = [SWEEP, "run", str(ROOT / "tests/spaces/live.yaml"), "--storage-path", str(tmp),
                "--name", "live"]  # fmt: skip
     process = subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start_line = process.stdout.readline()  # the start line: trials, ..., the dashboard and how to log in
@@ -122,7 +122,7 @@ def test_report_renders_every_plot(browser, screenshots, finished_sweep):
 
 def start_dashboard(experiment_dir: Path):
     port = free_port()
-    command = [sys.executable, "-m", "sweep", "dashboard", str(experiment_dir), "--port", str(port)]
+    command = [SWEEP, "dashboard", str(experiment_dir), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = process.stdout.readline()
     assert first.startswith(f"optuna-dashboard: http://127.0.0.1:{port}"), first
@@ -175,7 +175,7 @@ def test_optuna_dashboard_shows_trials_while_the_sweep_runs(live_sweep):
 def test_report_mid_sweep(live_sweep):
     sweep, experiment_dir, _ = live_sweep
     wait_for(lambda: (experiment_dir / "results.csv").exists(), 120, "a first trial to end")
-    run = run_cli("-m", "sweep", "report", str(experiment_dir), cwd=experiment_dir)
+    run = sweep_cli("report", str(experiment_dir), cwd=experiment_dir)
     assert run.returncode == 0, run.stderr
     assert sweep.poll() is None
     page = (experiment_dir / "report.html").read_text()

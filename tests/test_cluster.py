@@ -29,7 +29,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_a_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
+    command = [SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
                cluster.address, "--storage-path", str(tmp_path), "--name", "two_nodes"]  # fmt: skip
     run = subprocess.run(command, cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_a_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
 def test_a_program_sweep_runs_programs_on_both_nodes(cluster, tmp_path):
     """Programs run on whichever node Ray gives their trial, from the sweep's directory (here on every
     node, as on a shared filesystem)."""
-    command = [sys.executable, "-m", "sweep", "run", "tests/spaces/program_stdout.yaml", "--address", cluster.address,
+    command = [SWEEP, "run", "tests/spaces/program_stdout.yaml", "--address", cluster.address,
                "--storage-path", str(tmp_path), "--name", "programs"]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -83,7 +83,7 @@ def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
 def test_a_trial_on_a_lost_node_is_retried_from_its_checkpoint(cluster, tmp_path):
     """Kill the worker node (its raylet, agents and trial worker) while a trial trains there: Tune runs
     that trial again on the head, from its latest checkpoint, and the sweep ends with every trial."""
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/retried.yaml"), "--address",
+    command = [SWEEP, "run", str(ROOT / "tests/spaces/retried.yaml"), "--address",
                cluster.address, "--checkpoint-interval", "0", "--storage-path", str(tmp_path), "--name",
                "lost"]  # fmt: skip
     sweep = subprocess.Popen(command, cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -115,7 +115,7 @@ def test_a_trial_on_a_lost_node_is_retried_from_its_checkpoint(cluster, tmp_path
 
 def test_an_address_where_no_cluster_is_fails_within_15_s(tmp_path):
     started = time.monotonic()
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
+    command = [SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
                f"127.0.0.1:{free_port()}", "--storage-path", str(tmp_path)]  # fmt: skip
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert time.monotonic() - started < 15

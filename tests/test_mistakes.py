@@ -12,7 +12,7 @@ import pytest
 from sweep.engine.study import open_study
 from sweep.spec.load import load_spec
 from sweep.views.exports import write_exports
-from tests.helpers import RAY_ENV, ROOT, epochs, run_cli, write_record
+from tests.helpers import RAY_ENV, ROOT, SWEEP, epochs, sweep_cli, write_record
 
 SPACE = """\
 method: random
@@ -47,7 +47,7 @@ def test_a_dashboard_on_a_port_in_use_is_one_line(finished):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = run_cli("-m", "sweep", "dashboard", str(finished), "--port", str(port), cwd=finished, timeout=60)
+        run = sweep_cli("dashboard", str(finished), "--port", str(port), cwd=finished, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         f"sweep: error: port {port} on 127.0.0.1 is in use: pass another with --port"
@@ -56,21 +56,21 @@ def test_a_dashboard_on_a_port_in_use_is_one_line(finished):
 
 @pytest.mark.parametrize("flag", ["--num-sample", "--gpus"])
 def test_abbreviated_flags_are_not_taken_for_others(tmp_path, flag):
-    run = run_cli("-m", "sweep", "run", "search_spaces/quickstart.yaml", flag, "2", cwd=ROOT, timeout=60)
+    run = sweep_cli("run", "search_spaces/quickstart.yaml", flag, "2", cwd=ROOT, timeout=60)
     assert run.returncode == 2 and f"unrecognized arguments: {flag} 2" in run.stderr
 
 
 def test_validate_names_each_file_once(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("name: my sweep\nmethod: grid\nparameters: {lr: {values: [0.1]}}\n")
-    run = run_cli("-m", "sweep", "validate", str(path), cwd=tmp_path, timeout=60)
+    run = sweep_cli("validate", str(path), cwd=tmp_path, timeout=60)
     assert run.returncode == 0
     assert run.stderr.count(str(path)) == 1 and run.stderr.startswith(f"warning: {path}: key 'name'")
 
 
 @pytest.mark.slow
 def test_a_second_sweep_with_the_same_name_is_one_line_at_once(tmp_path, ray_head):
-    command = [sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/long.yaml"), "--address",
+    command = [SWEEP, "run", str(ROOT / "tests/spaces/long.yaml"), "--address",
                ray_head.address, "--storage-path", str(tmp_path), "--name", "same"]  # fmt: skip
     first = subprocess.Popen(command, cwd=tmp_path, env=RAY_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
@@ -86,7 +86,7 @@ def test_a_second_sweep_with_the_same_name_is_one_line_at_once(tmp_path, ray_hea
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
-    resumed = run_cli("-m", "sweep", "resume", str(tmp_path / "same"), "--address", "127.0.0.1:1", cwd=tmp_path)
+    resumed = sweep_cli("resume", str(tmp_path / "same"), "--address", "127.0.0.1:1", cwd=tmp_path)
     assert "another sweep is running" not in resumed.stderr  # the first one's lock went with it
 
 
@@ -95,7 +95,7 @@ def test_joining_a_token_cluster_without_token_mode_is_one_line(tmp_path, ray_he
     env = {k: v for k, v in RAY_ENV.items() if k != "RAY_AUTH_MODE"}
     cluster = ray_head  # token authentication, as every `ray start` cluster of Ray 2.60
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
+    run = subprocess.run([SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
                           cluster.address, "--storage-path", str(tmp_path)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert time.monotonic() - started < 30 and run.returncode == 1 and "Traceback" not in run.stderr

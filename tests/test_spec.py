@@ -42,6 +42,7 @@ def error_of(tmp_path: Path, text: str, run: str = RUN) -> str:
     assert message.startswith(f"{path}: key '") and "\n" not in message
     return message
 
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_space_loads(path):
     spec = load_spec(str(path), cwd=str(ROOT))  # where their programs are
@@ -429,8 +430,12 @@ def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path
             {"grace_period": 1, "reduction_factor": 3.0},
             None,
         ),
-        ("early_terminate: {type: hyperband, min_iter: 2, eta: 2}", 10, {"grace_period": 2, "reduction_factor": 2.0},
-         None),  # W&B's strict defaults to true: compare at the bracket, as ASHA does
+        (
+            "early_terminate: {type: hyperband, min_iter: 2, eta: 2}",
+            10,
+            {"grace_period": 2, "reduction_factor": 2.0},
+            None,
+        ),  # W&B's strict defaults to true: compare at the bracket, as ASHA does
         (
             "early_terminate: {type: hyperband, min_iter: 2, eta: 2, strict: false}",
             10,

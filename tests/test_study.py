@@ -133,8 +133,13 @@ def test_a_grid_goes_through_its_points_in_wandbs_order_then_again(tmp_path):
     assert spec.metric is None and spec.num_samples == 5
     run = run_of(tmp_path / "s", spec, state)
     asked = [run.ask(str(i))["params"] for i in range(5)]
-    assert asked == [{"fc1": 8, "lr": 0.1}, {"fc1": 8, "lr": 0.01}, {"fc1": 16, "lr": 0.1}, {"fc1": 16, "lr": 0.01},
-                     {"fc1": 8, "lr": 0.1}]  # parameters in name order, as W&B's grid; then the grid again
+    assert asked == [
+        {"fc1": 8, "lr": 0.1},
+        {"fc1": 8, "lr": 0.01},
+        {"fc1": 16, "lr": 0.1},
+        {"fc1": 16, "lr": 0.01},
+        {"fc1": 8, "lr": 0.1},
+    ]  # parameters in name order, as W&B's grid; then the grid again
     assert next_grid_point(spec, []) == {"fc1": 8, "lr": 0.1}
 
 
@@ -152,7 +157,11 @@ def test_an_edited_space_learns_only_from_the_trials_it_could_have_asked(tmp_pat
 
 def test_every_value_a_parameter_gives_maps_back_to_a_sample_that_gives_it_again():
     """`sample_of` is how a rebuilt, edited or warm-started study holds the values that trials ran with."""
-    number_flag, integer_flag, any_flag = Flag("x", float, None, "p"), Flag("n", int, None, "p"), Flag("c", object, None, "p")
+    number_flag, integer_flag, any_flag = (
+        Flag("x", float, None, "p"),
+        Flag("n", int, None, "p"),
+        Flag("c", object, None, "p"),
+    )
     params = [
         Param(number_flag, od.FloatDistribution(1e-4, 1e-1, log=True), "s"),
         Param(integer_flag, od.FloatDistribution(64, 2048, log=True), "s", q=32),

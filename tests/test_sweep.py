@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from sweep.record.state import read
-from tests.helpers import ROOT, load_study, parse_metrics, read_csv, run_cli, sweep_run
+from tests.helpers import ROOT, load_study, parse_metrics, read_csv, sweep_cli, sweep_run
 from text_recognizer.util import load_yaml_mapping
 from training.run_experiment import parse_config
 
@@ -128,7 +128,7 @@ def test_trials_see_exactly_the_gpus_ray_gave_them(asha_sweep, tmp_path, ray_hea
 
 def test_sweep_best_prints_the_table_and_the_best_config(asha_sweep):
     _, experiment_dir, rows = asha_sweep
-    run = run_cli("-m", "sweep", "best", str(experiment_dir), cwd=experiment_dir)
+    run = sweep_cli("best", str(experiment_dir), cwd=experiment_dir)
     assert run.returncode == 0, run.stderr
     table = run.stdout.split("\n\n")[0].splitlines()
     assert table[0].split()[:2] == ["trial", "status"] and len(table) == 7
@@ -171,10 +171,10 @@ def test_wandb_meanings_hold_in_a_real_sweep(tmp_path, ray_head):
 
 def test_run_final_on_a_finished_sweep_and_one_line_without_one(asha_sweep, tmp_path):
     _, experiment_dir, _ = asha_sweep
-    run = run_cli("-m", "sweep", "final", str(experiment_dir), "--max-epochs", "1", cwd=tmp_path, timeout=300)
+    run = sweep_cli("final", str(experiment_dir), "--max-epochs", "1", cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert parse_metrics(run.stdout.splitlines()[-1].removeprefix("final run: "))["test_acc"] > 0.5
-    none = run_cli("-m", "sweep", "final", str(tmp_path), cwd=tmp_path, timeout=60)
+    none = sweep_cli("final", str(tmp_path), cwd=tmp_path, timeout=60)
     assert none.returncode == 1 and none.stderr.strip() == (
         f"sweep: error: {tmp_path}: not a sweep's experiment directory (no record: events.jsonl)")  # fmt: skip
     assert json.loads((experiment_dir / "events.jsonl").read_text().splitlines()[0])["event"] == "sweep"
@@ -183,7 +183,7 @@ def test_run_final_on_a_finished_sweep_and_one_line_without_one(asha_sweep, tmp_
 def test_a_second_sweep_into_the_same_directory_is_one_line_at_once(asha_sweep, tmp_path):
     _, experiment_dir, _ = asha_sweep
     started = time.monotonic()
-    run = run_cli("-m", "sweep", "run", str(ROOT / "tests/spaces/asha.yaml"), "--storage-path",
+    run = sweep_cli("run", str(ROOT / "tests/spaces/asha.yaml"), "--storage-path",
                   str(experiment_dir.parent), "--name", experiment_dir.name, cwd=tmp_path, timeout=60)  # fmt: skip
     assert time.monotonic() - started < 15 and run.returncode == 1
     assert run.stderr.strip() == (f"sweep: error: {experiment_dir} already exists: continue that sweep with "

@@ -57,7 +57,11 @@ def test_exports_keep_values_as_logged_and_types_as_they_ran(tmp_path):
     assert [(r["trial"], r["status"]) for r in results] == [
         ("0", "completed"), ("1", "failed"), ("2", "diverged"), ("3", "interrupted")]  # fmt: skip
     assert results[0]["lr"] == "0.0012345678901234567" and results[0]["val_acc"] == "0.91"  # not rounded
-    assert (results[0]["best_epoch"], results[0]["epochs"], results[1]["reason"]) == ("2", "2", "RuntimeError: boom (traceback: x)")
+    assert (results[0]["best_epoch"], results[0]["epochs"], results[1]["reason"]) == (
+        "2",
+        "2",
+        "RuntimeError: boom (traceback: x)",
+    )
     assert len(rows(tmp_path / "s" / EPOCHS_CSV)) == 5
     best = yaml.safe_load((tmp_path / "s" / BEST_CONFIG).read_text())  # trial 0: 1 failed, 2 diverged
     assert (best["precision"], best["limit_train_batches"]) == ("32", 8)  # a string that looks like a number
@@ -133,7 +137,9 @@ def test_a_terminal_gets_a_bar_redrawn_in_place_and_a_log_a_line_at_an_interval(
     text = terminal.getvalue()
     assert re.search(r"\r(?!\n)", text)  # redrawn in place
     assert re.search(r"1/4 trials \|[^|]*\| 1 running, 0 stopped early, 0 failed, best val_acc 0.9 \(trial 0\)", text)
-    assert "[1/4] trial 0  lr=0.1 precision=32 limit_train_batches=8  val_acc 0.9 (epoch 1)  1/4 epochs  completed" in text
+    assert (
+        "[1/4] trial 0  lr=0.1 precision=32 limit_train_batches=8  val_acc 0.9 (epoch 1)  1/4 epochs  completed" in text
+    )
     log = io.StringIO()
     monkeypatch.setenv("SWEEP_STATUS_EVERY_S", "0")  # how tests see status lines without waiting 10 s
     view = ProgressView(read(tmp_path / "t", live=True), log)

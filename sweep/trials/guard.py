@@ -8,7 +8,9 @@ The guard forks and the first process exits at once: Ray kills a dead worker's c
 guard must outlive the worker to clean up after it. CONTROL_FD is a pipe from the worker: when it closes
 (the worker closed it, or died), the program's group gets SIGTERM, and SIGKILL after GRACE_S; a program
 that ignores SIGTERM, and its children, end all the same. The guard writes 'group PGID' and, once the
-program exits by itself, 'exit CODE' to STATUS_FD, and exits once the group is empty.
+program exits by itself, 'exit CODE' to STATUS_FD, and exits once the group is empty. It lets go of the
+program's stdout and stderr as soon as the program has them: their readers see their end when the program
+(and any child that holds them) has exited.
 """
 
 import os
@@ -40,16 +42,29 @@ def main() -> int:
     if os.fork():
         os._exit(0)  # the worker's child exits; this process runs on
     program = subprocess.Popen(sys.argv[3:], process_group=0)
+    # The program and its children now hold the trial's stdout and stderr; the guard's own copies would keep
+    # them open until it exits, after the trial is done reading, so the trial would not see their end when
+    # the program's output ends. The guard prints nothing.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     os.write(status, f"group {program.pid}\n".encode())
     released = threading.Event()
+    woken = threading.Event()  # the program has exited, or the worker let go of it: whichever comes first
 
     def wait_for_release() -> None:
         os.read(control, 1)  # returns at EOF: the worker closed the pipe, or died
         released.set()
+        woken.set()
+
+    def wait_for_exit() -> None:
+        program.wait()
+        woken.set()
 
     threading.Thread(target=wait_for_release, daemon=True).start()
-    while program.poll() is None and not released.wait(0.05):
-        pass
+    threading.Thread(target=wait_for_exit, daemon=True).start()
+    woken.wait()
     if program.poll() is not None:
         os.write(status, f"exit {program.returncode}\n".encode())
         released.wait()  # the worker reads the program's last output first

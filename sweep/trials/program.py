@@ -43,7 +43,7 @@ def run_program_trial(config: dict, *, spec: SweepSpec, experiment_dir: str, ver
             tune.report(reports.step(step, metrics(row), now - last, node))
             last = now
         summary = run.summary()
-        failure = run.failure(spec.metric, logged, summary)
+        failure = run.failure(spec.metric, logged)
     except BaseException:  # stopped: end the program without waiting for it
         run.stop()
         raise
@@ -96,7 +96,7 @@ class ProgramTrials:
             run.stop()
             raise
         run.end()
-        failure = run.failure(metric, len(values_logged), summary)
+        failure = run.failure(metric, len(values_logged))
         if failure:
             raise UserError(f"the final run failed: {failure} (output: {run.log_path})")
         from sweep.record.state import Trial

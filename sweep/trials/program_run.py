@@ -5,9 +5,10 @@ macros expanded) and in the file named by WANDB_SWEEP_PARAM_PATH, which `wandb.i
 `wandb.config`; W&B runs offline unless WANDB_MODE says otherwise, its files in the run's directory. What
 it logs is read as it happens, from one of two places:
 
-- `wandb.log` calls, recorded by `sweep/trials/wandb_hook/sitecustomize.py` (on the program's PYTHONPATH) into a
-  JSON-lines file; they become W&B's history rows as W&B makes them (a row is committed by a `log` without
-  `step` or with `commit=True`, by a later step, or at the end);
+- what it logs with W&B, recorded by `sweep/trials/wandb_hook/sitecustomize.py` (on the program's PYTHONPATH)
+  into a JSON-lines file (`wandb.log` calls, summary writes, define_metric calls, and the TensorBoard scalars
+  W&B syncs); `History` makes of them the history rows and the summary of the agent's run (the run whose id
+  is WANDB_RUN_ID) as wandb-core makes them;
 - in a program that does not call `wandb.init`: lines of its stdout with `name=value` pairs
   (`epoch=3 val_loss=0.231`, as Katib's StdOut collector reads them), one row per line.
 
@@ -30,13 +31,14 @@ from pathlib import Path
 import yaml
 
 from sweep.spec.command import Program
+from sweep.trials.wandb_history import History
 
 HERE = Path(__file__).resolve().parent
 GUARD = HERE / "guard.py"
 HOOK_DIR = HERE / "wandb_hook"
-OUTPUT_WAIT_S = 1.0  # after the program exits, for the rest of its output
+OUTPUT_WAIT_S = 1.0  # after the program exits, for a child that outlives it and still holds its stdout
 OUTPUT_LOG = "output.log"
-WANDB_LOG = "wandb-log.jsonl"  # the program's wandb.log calls, as the hook records them
+WANDB_LOG = "wandb-log.jsonl"  # what the program logs with W&B, as the hook records it
 # name=value, the name starting with a letter or _ (it may hold / . -), the value a number, nan or inf.
 PAIR = re.compile(
     r"(?:^|(?<=[\s,;(\[{]))([A-Za-z_][\w./-]*)\s*=\s*"
@@ -49,31 +51,6 @@ def stdout_values(line: str) -> dict[str, float]:
     return {name: float(value) for name, value in PAIR.findall(line)}
 
 
-class History:
-    """W&B's history rows from `wandb.log(data, step, commit)` calls, as W&B commits them."""
-
-    def __init__(self):
-        self.pending: dict = {}
-        self.step: int | None = None
-
-    def log(self, data: dict, step: int | None, commit: bool | None) -> list[dict]:
-        committed = []
-        if step is not None and self.step is not None and step > self.step and self.pending:
-            committed.append(self.pending)  # a later step commits the one before
-            self.pending = {}
-        if step is not None:
-            self.step = step
-        self.pending = {**self.pending, **data}
-        if commit or (commit is None and step is None):
-            committed.append(self.pending)
-            self.pending = {}
-        return committed
-
-    def end(self) -> list[dict]:
-        rows, self.pending = ([self.pending] if self.pending else []), {}
-        return rows
-
-
 class ProgramRun:
     """One run of a program: started at once, read with `rows()`, ended with `end()` (always call it)."""
 
@@ -81,8 +58,11 @@ class ProgramRun:
         self.run_dir = run_dir
         self.log_path = run_dir / OUTPUT_LOG
         self.wandb_log = Path(env["SWEEP_WANDB_LOG"])
+        self.run_id = env["WANDB_RUN_ID"]  # the agent's run: W&B's sweep sees this run alone
         self.echo = echo
         self.uses_wandb = False
+        self.other_runs: set[str] = set()  # runs of the program's that are not the agent's
+        self.history = History()
         self.hook_error = ""
         self.last_error_line = ""
         self.lines: queue.Queue = queue.Queue()
@@ -125,7 +105,9 @@ class ProgramRun:
                 else:
                     self.code = int(number)
                     self.exited.set()
+                    self.lines.put(None)  # wakes rows()
         self.exited.set()  # the guard has ended
+        self.lines.put(None)
 
     def read(self, pipe, is_stdout: bool) -> None:
         for raw in iter(pipe.readline, b""):
@@ -139,10 +121,13 @@ class ProgramRun:
                 self.lines.put(text)
             elif text and not text.startswith("wandb:"):  # W&B's own lines come after a program's error
                 self.last_error_line = text
+        self.lines.put(None)  # the end of its output: wakes rows()
 
     def rows(self):
-        """Each row of values the program logs, as it logs it, until it exits."""
-        history, offset, exited = History(), 0, None
+        """Each row of values the program logs, as it logs it, until it exits: for a program that calls
+        wandb.init, the rows of its agent's run's history as W&B commits them (keys flattened with '.', numbers
+        only, its step as `_step`); else a row for each stdout line with name=value pairs."""
+        offset, exited = 0, None
         while True:
             if exited is None and self.exited.is_set():
                 exited = time.monotonic()
@@ -152,24 +137,35 @@ class ProgramRun:
             )
             printed = []
             try:
-                printed.append(self.lines.get(timeout=0.05))
+                printed.append(self.lines.get(block=not ended, timeout=0.05))
                 while True:
                     printed.append(self.lines.get_nowait())
             except queue.Empty:
                 pass
+            printed = [line for line in printed if line is not None]  # None: a wake-up
             # The hook's lines are read after stdout's: a program that called wandb.init before printing
             # is known to use W&B before its printed lines are looked at.
             records, offset = self.read_wandb_log(offset)
             for record in records:
-                self.uses_wandb = self.uses_wandb or bool(record.get("init"))
-                self.hook_error = record.get("error", self.hook_error)
-                if "data" in record:
-                    yield from history.log(record["data"], record["step"], record["commit"])
+                if "error" in record:
+                    self.hook_error = record["error"]
+                elif "init" in record:
+                    self.uses_wandb = True
+                    if record["init"] != self.run_id:
+                        self.other_runs.add(str(record["init"]))
+                elif record.get("run") == self.run_id:
+                    yield from self.history.apply(record)
             if not self.uses_wandb:
                 yield from filter(None, map(stdout_values, printed))
             if ended and self.lines.empty():
-                yield from history.end()
+                yield from self.history.end()
                 return
+
+    def summary(self) -> dict:
+        """The agent's run's summary as W&B keeps it, once `rows()` is exhausted: by default each key's last
+        logged value, or what `run.summary` was given after it; a mapping such as {"min": 0.1} where
+        define_metric(summary=...) asked for one (W&B's sweep search skips those). Keys as in the rows."""
+        return self.history.summary()
 
     def read_wandb_log(self, offset: int) -> tuple[list[dict], int]:
         try:
@@ -181,8 +177,10 @@ class ProgramRun:
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written is read next time
         return [json.loads(line) for line in complete.splitlines() if line.strip()], offset + len(complete)
 
-    def failure(self, metric: str, reported: int) -> str:
-        """Why the run failed, in one line, or '' if it did not."""
+    def failure(self, metric: str | None, reported: int) -> str:
+        """Why the run failed, in one line, or '' if it did not. `reported`: how many rows held the metric; a
+        metric only in the summary (`run.summary[metric] = v`, no `wandb.log`) counts too. A sweep without a
+        metric (None) asks only that the program succeed."""
         if self.hook_error:
             return self.hook_error
         if self.code is None or self.code < 0:
@@ -190,8 +188,15 @@ class ProgramRun:
             return f"the program was {how}: {self.last_error_line or 'no error on stderr'}"
         if self.code:
             return f"exit code {self.code}: {self.last_error_line or 'no error on stderr'}"
-        if not reported:
-            how = f"wandb.log({{'{metric}': ...}})"
+        summary = self.summary()
+        if metric is not None and not reported and metric not in summary:
+            if self.other_runs and not summary:  # the agent's run got nothing
+                runs = ", ".join(sorted(self.other_runs))
+                return (
+                    f"the program logged to W&B run {runs}, not to the agent's run {self.run_id} (WANDB_RUN_ID), "
+                    "which alone counts: wandb.init(id=...) or reinit='create_new' starts another"
+                )
+            how = f"wandb.log({{'{metric}': ...}}) or run.summary['{metric}'] = ..."
             if not self.uses_wandb:
                 how += f", or print a line '{metric}=VALUE' (the program did not call wandb.init)"
             return f"the program ended without logging {metric}: log it with {how}"
