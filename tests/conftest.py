@@ -1,10 +1,16 @@
 """Fixtures shared by the test files; the functions they use are in tests/helpers.py."""
 
+import os
 import subprocess
 
 import pytest
 
-from tests.helpers import ROOT, SCREENSHOTS, ray_cluster, run_cli, sweep_run
+from tests.helpers import ROOT, SCREENSHOTS, TOKEN, ray_cluster, run_cli, sweep_run
+
+
+def pytest_configure(config):
+    """Every Ray of the tests, started here or by a command they run, uses the tests' own token."""
+    os.environ.update(TOKEN)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -22,13 +23,13 @@ RAY = str(Path(sys.executable).parent / "ray")
 SWEEP = str(Path(sys.executable).parent / "sweep")
 WANDB = Path(sys.executable).parent / "wandb"
 W_AND_B_ONLY = ("_runtime", "_timestamp", "_wandb")  # W&B's own keys, not read from the program
-# What a driver or a `ray start` needs: token auth (Ray 2.60), and this Python first on PATH, as in an
-# activated environment (sweep files that run `python` get this one).
-RAY_ENV = {
-    **os.environ,
-    "RAY_AUTH_MODE": "token",
-    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-}
+# The tests' Ray token (Ray 2.60's token authentication), which Ray reads from RAY_AUTH_TOKEN before its file
+# ~/.ray/auth_token: the tests neither read nor write the user's. conftest.py puts it in the environment of
+# the test session, and so of every process the tests start.
+TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+# What a driver or a `ray start` needs: the token, and this Python first on PATH, as in an activated
+# environment (sweep files that run `python` get this one).
+RAY_ENV = {**os.environ, **TOKEN, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,12 +1,11 @@
 """The views of a sweep in a real browser (Debian's Chromium, driven by Selenium), and optuna-dashboard's
 API while a sweep runs. Screenshots are named at the end of the test output."""
 
-import csv
 import json
+import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep.files import OPTUNA_JOURNAL
-from tests.conftest import ROOT, SCREENSHOTS, free_port, run_cli
+from sweep.record.files import OPTUNA_JOURNAL
+from sweep.record.state import Status, read
+from tests.helpers import ROOT, SCREENSHOTS, SWEEP, TOKEN, free_port, read_csv, sweep_cli
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -83,7 +83,8 @@ def live_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
     command = [SWEEP, "run", str(ROOT / "tests/spaces/live.yaml"), "--storage-path", str(tmp),
                "--name", "live"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "SWEEP_STATUS_EVERY_S": "2"}  # status lines without a terminal, every 2 s
+    process = subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     start_line = process.stdout.readline()  # the start line: trials, ..., the dashboard and how to log in
     assert "; Ray dashboard http://" in start_line, start_line + process.stderr.read()
     dashboard = "http://" + start_line.split("; Ray dashboard http://")[1].split()[0]
@@ -96,8 +97,7 @@ def live_sweep(tmp_path_factory):
 def test_report_renders_every_plot(browser, screenshots, finished_sweep):
     from selenium.webdriver.common.by import By
 
-    with open(finished_sweep / "results.csv") as f:
-        trials = list(csv.DictReader(f))
+    trials = read_csv(finished_sweep / "results.csv")
     assert len(list(finished_sweep.glob("*.png"))) >= 3
     browser.get((finished_sweep / "report.html").as_uri())
     plots = browser.execute_script(
@@ -174,7 +174,7 @@ def test_optuna_dashboard_shows_trials_while_the_sweep_runs(live_sweep):
 
 def test_report_mid_sweep(live_sweep):
     sweep, experiment_dir, _ = live_sweep
-    wait_for(lambda: (experiment_dir / "results.csv").exists(), 120, "a first trial to end")
+    wait_for(lambda: read(experiment_dir).ended(), 120, "a first trial to end")
     run = sweep_cli("report", str(experiment_dir), cwd=experiment_dir)
     assert run.returncode == 0, run.stderr
     assert sweep.poll() is None
@@ -194,7 +194,7 @@ def test_ray_dashboard_shows_the_trial_workers(browser, screenshots, live_sweep)
 
     _, _, dashboard = live_sweep
     wait_for(trial_worker_pids, 120, "the first trials to start")
-    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    token = TOKEN["RAY_AUTH_TOKEN"]
     browser.get(dashboard)
     box = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=password]"), 60, "the token dialog")
     box[0].send_keys(token)
@@ -209,21 +209,22 @@ def test_ray_dashboard_shows_the_trial_workers(browser, screenshots, live_sweep)
     screenshots(body, "ray-dashboard-actors")
 
 
-def test_an_interrupted_sweep_printed_status_lines_and_keeps_its_report(live_sweep):
-    """Without a terminal, a plain status line at most every 10 s; Ctrl-C keeps what ran, report included."""
+def test_an_interrupted_sweep_printed_status_lines_and_keeps_what_ran(live_sweep):
+    """Without a terminal, a plain status line at most every SWEEP_STATUS_EVERY_S (here 2 s); Ctrl-C keeps
+    what ran, the report included, and says how to continue."""
     sweep, experiment_dir, _ = live_sweep
-    wait_for(lambda: (experiment_dir / "results.csv").exists(), 120, "a first trial to end")
+    wait_for(lambda: read(experiment_dir).ended(), 120, "a first trial to end")
     started = psutil.Process(sweep.pid).create_time()
-    # Status lines come every 10 s from the start line on: two or more, the last after a trial had ended.
-    wait_for(lambda: time.time() - started > 40, 60, "the sweep to run 40 s")
+    wait_for(lambda: time.time() - started > 8, 60, "the sweep to run 8 s")
     sweep.send_signal(signal.SIGINT)
     stdout, stderr = sweep.communicate(timeout=180)
     assert sweep.returncode == 130, stdout[-2000:] + stderr[-2000:]
     elapsed = time.time() - started
     status = [line for line in stdout.splitlines() if re.match(r"\[\d+/200 trials\] \d+ running, ", line)]
-    assert 1 <= len(status) <= elapsed / 10 + 1, status
+    assert 2 <= len(status) <= elapsed / 2 + 1, status
     assert "left" in status[-1] and "best val_acc" in status[-1]
     assert f"report:      {experiment_dir / 'report.html'}" in stdout
-    with open(experiment_dir / "results.csv") as f:
-        statuses = [row["status"] for row in csv.DictReader(f)]
-    assert "interrupted" in statuses
+    assert f"continue the sweep with `sweep resume {experiment_dir}`" in stderr
+    state = read(experiment_dir)
+    assert state.count(Status.INTERRUPTED) >= 1 and state.ended() and not state.live
+    assert "interrupted" in {row["status"] for row in read_csv(experiment_dir / "results.csv")}

@@ -2,16 +2,15 @@
 temp dir and ports), and sweeps that join it with --address. Torn down by the PIDs it started: never
 `ray stop`, which would stop every Ray on the machine."""
 
-import csv
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cluster_processes, free_port, kill_all, ray_cluster
+from sweep.record.state import Status, read
+from tests.helpers import ROOT, SWEEP, TOKEN, cluster_processes, free_port, kill_all, ray_cluster, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +20,6 @@ def cluster():
     """A fresh 2-node cluster, 1 CPU a node; the last test of this module kills its worker node."""
     with ray_cluster([1, 1]) as cluster:
         yield cluster
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
@@ -50,7 +44,7 @@ def test_a_program_sweep_runs_programs_on_both_nodes(cluster, tmp_path):
     assert len(rows) == 4 and all(row["status"] == "completed" for row in rows)
     assert {row["node"] for row in rows} == {cluster.head_node, cluster.worker_node}
     for row in rows:
-        (log,) = (tmp_path / "programs").glob(f"run_program_trial_{row['trial_id']}_*/output.log")
+        log = tmp_path / "programs" / "trials" / f"{int(row['trial']):04d}" / "output.log"
         assert f"epoch=5 val_loss={float(row['val_loss']):.4f}" in log.read_text()
 
 
@@ -59,7 +53,7 @@ def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
     cluster, and its log (with the summary) is kept there."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    token = TOKEN["RAY_AUTH_TOKEN"]
     client = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {token}"})
     # `python` of the cluster's environment, as a user's activated venv would give; the job runs in the upload.
     entrypoint = f"{sys.executable} -m sweep run tests/spaces/asha.yaml --storage-path {tmp_path} --name job"
@@ -78,6 +72,7 @@ def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, log[-3000:]
     assert "6 trials: " in log and "best trial " in log and f"results:     {tmp_path / 'job'}" in log
     assert len(read_csv(tmp_path / "job" / "results.csv")) == 6
+    assert read(tmp_path / "job").address  # the cluster the job joined: its resume goes back there
 
 
 def test_a_trial_on_a_lost_node_is_retried_from_its_checkpoint(cluster, tmp_path):
@@ -88,29 +83,30 @@ def test_a_trial_on_a_lost_node_is_retried_from_its_checkpoint(cluster, tmp_path
                "lost"]  # fmt: skip
     sweep = subprocess.Popen(command, cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
-    epochs_csv = tmp_path / "lost" / "epochs.csv"
 
-    def epochs_on_worker() -> list[dict]:
-        lines = read_csv(epochs_csv) if epochs_csv.exists() else []
-        return [line for line in lines if line["node"] == cluster.worker_node]
+    def on_worker() -> list[tuple[int, dict]]:
+        if not (tmp_path / "lost" / "events.jsonl").exists():
+            return []
+        return [(n, r) for n, r in read(tmp_path / "lost", live=True).order if r["node"] == cluster.worker_node]
 
     deadline = time.monotonic() + 300
-    while len(epochs_on_worker()) < 3:  # a trial there has checkpoints to continue from
+    while len(on_worker()) < 3:  # a trial there has checkpoints to continue from
         assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read() if sweep.poll() else ""
         time.sleep(0.2)
-    lost_trial = epochs_on_worker()[-1]["trial_id"]
+    lost_trial = on_worker()[-1][0]
     kill_all([p for p in cluster_processes(cluster.temp_dirs[1]) if p.pid != os.getpid()])
     stdout, stderr = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    rows = {row["trial_id"]: row for row in read_csv(tmp_path / "lost" / "results.csv")}
-    assert len(rows) == 4 and all(row["status"] == "completed" for row in rows.values()), rows
-    retried = rows[lost_trial]
-    assert retried["retries"] == "1" and retried["node"] == cluster.head_node
-    epochs = [(int(line["epoch"]), line["node"]) for line in read_csv(epochs_csv) if line["trial_id"] == lost_trial]
-    before = [epoch for epoch, node in epochs if node == cluster.worker_node]
-    after = [epoch for epoch, node in epochs if node == cluster.head_node]
-    assert before[0] == 1 and 1 < after[0] <= before[-1] + 1, epochs  # continued, not started over
-    assert after[-1] == 24 and "retries of lost trials" in stdout
+    state = read(tmp_path / "lost")
+    assert [t.status for t in state.trials.values()] == [Status.COMPLETED] * 4
+    retried = state.trials[lost_trial]
+    assert (retried.retries, retried.attempts, retried.node) == (1, 2, cluster.head_node)
+    steps = [(r["step"], r["node"]) for n, r in state.order if n == lost_trial]  # every report, as it came
+    before = [step for step, node in steps if node == cluster.worker_node]
+    after = [step for step, node in steps if node == cluster.head_node]
+    assert before[0] == 1 and 1 < after[0] <= before[-1] + 1, steps  # continued from its checkpoint
+    assert after[-1] == 24 and [r["step"] for r in retried.results] == list(range(1, 25))
+    assert "retries of lost trials" in stdout and "running it again (1 of 2 retries)" in stdout
 
 
 def test_an_address_where_no_cluster_is_fails_within_15_s(tmp_path):

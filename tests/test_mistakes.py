@@ -12,7 +12,7 @@ import pytest
 from sweep.engine.study import open_study
 from sweep.spec.load import load_spec
 from sweep.views.exports import write_exports
-from tests.helpers import RAY_ENV, ROOT, SWEEP, epochs, sweep_cli, write_record
+from tests.helpers import RAY_ENV, ROOT, SWEEP, TOKEN, epochs, sweep_cli, write_record
 
 SPACE = """\
 method: random
@@ -92,7 +92,8 @@ def test_a_second_sweep_with_the_same_name_is_one_line_at_once(tmp_path, ray_hea
 
 @pytest.mark.slow
 def test_joining_a_token_cluster_without_token_mode_is_one_line(tmp_path, ray_head):
-    env = {k: v for k, v in RAY_ENV.items() if k != "RAY_AUTH_MODE"}
+    # No token, and a home without one: as on a machine that never joined the cluster.
+    env = {**{k: v for k, v in RAY_ENV.items() if k not in TOKEN}, "HOME": str(tmp_path)}
     cluster = ray_head  # token authentication, as every `ray start` cluster of Ray 2.60
     started = time.monotonic()
     run = subprocess.run([SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",

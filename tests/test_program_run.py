@@ -91,6 +91,9 @@ EXPECTED_SUMMARY = {
 }  # fmt: skip
 
 
+@pytest.mark.slow  # real programs, real W&B runs
+@pytest.mark.slow  # real programs, real W&B runs
+@pytest.mark.slow  # real programs, real W&B runs
 @pytest.mark.parametrize("scenario", list(EXPECTED_ROWS))
 def test_rows_and_summary_are_what_wandb_records(tmp_path, scenario):
     run, rows = run_to_end(tmp_path, "hook_wandb_logs.py", {"scenario": scenario})
@@ -105,6 +108,7 @@ def test_rows_and_summary_are_what_wandb_records(tmp_path, scenario):
         assert "Tried to log to step 2 that is less than the current step 5" in (tmp_path / "output.log").read_text()
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_metric_only_in_the_summary_counts_and_a_missing_one_fails(tmp_path):
     run, rows = run_to_end(tmp_path, "hook_wandb_logs.py", {"scenario": "summary_only"})
     assert rows == [] and run.summary()["val/loss"] == 0.25
@@ -115,6 +119,7 @@ def test_a_metric_only_in_the_summary_counts_and_a_missing_one_fails(tmp_path):
     )
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_only_the_agents_run_counts(tmp_path):
     """A second wandb.init while the run goes on returns that run (W&B records both logs in its file); a run
     with another id (reinit='create_new', or a child process with its own WANDB_RUN_ID) is another W&B run."""
@@ -127,6 +132,7 @@ def test_only_the_agents_run_counts(tmp_path):
     assert [row["loss"] for row in wandb_history(tmp_path, "child")] == [7.0]
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_program_whose_run_is_not_the_agents_fails_saying_so(tmp_path):
     run, rows = run_to_end(tmp_path, "hook_wandb_logs.py", {"scenario": "another_id_only"})
     assert rows == [] and run.other_runs == {"mine"} and wandb_history(tmp_path, "mine")[0]["loss"] == 1
@@ -135,6 +141,7 @@ def test_a_program_whose_run_is_not_the_agents_fails_saying_so(tmp_path):
     )
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 @pytest.mark.parametrize("writer", ["tensorboardX", "torch"])
 def test_tensorboard_scalars_are_rows_as_wandb_syncs_them(tmp_path, writer):
     run, rows = run_to_end(tmp_path, "hook_tensorboard.py", {"writer": writer, "dirs": "default"})
@@ -150,6 +157,7 @@ def test_tensorboard_scalars_are_rows_as_wandb_syncs_them(tmp_path, writer):
     assert numbers(run.summary()) == pytest.approx(wandb_summary(tmp_path), rel=1e-7)
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_tensorboard_writers_in_two_directories_get_their_prefixes(tmp_path):
     """W&B reads each directory's events on its own, so its rows of the two come in either order (and a
     wandb.log row among them): compared without their `_step`."""
@@ -217,6 +225,7 @@ def test_name_value_lines_are_read_as_katibs_stdout_collector_reads_them(line, v
     assert json.dumps(stdout_values(line)) == json.dumps(values)
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_program_trial_ends_when_its_program_does(tmp_path, monkeypatch):
     """The guard holds none of the program's output: the rows end at the program's exit, all of its output
     read, with no wait for OUTPUT_WAIT_S (set long here); only a child that keeps the program's stdout
@@ -260,6 +269,7 @@ def stubborn(tmp_path, epochs: int):
                              args, tmp_path, "run1", "test")  # fmt: skip
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_stopped_program_and_its_children_are_gone_though_it_ignores_sigterm(tmp_path):
     run = stubborn(tmp_path, epochs=100)
     rows = run.rows()
@@ -277,6 +287,7 @@ def test_a_stopped_program_and_its_children_are_gone_though_it_ignores_sigterm(t
     assert output.startswith("$ /usr/bin/env ") and "tests/programs/wandb_train.py --epoch_seconds=0.2" in output
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_child_that_outlives_its_program_is_ended_with_the_run(tmp_path):
     run = stubborn(tmp_path, epochs=2)
     values = [row["val/loss"] for row in run.rows()]
@@ -290,6 +301,7 @@ def test_a_child_that_outlives_its_program_is_ended_with_the_run(tmp_path):
     assert not math.isnan(run.summary()["val/loss"])
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_a_program_whose_worker_dies_is_ended_by_its_guard(tmp_path):
     """Ray kills a trial worker (Ctrl-C, the sweep's end, a lost node): the program goes with it."""
     script = (
@@ -311,6 +323,7 @@ def test_a_program_whose_worker_dies_is_ended_by_its_guard(tmp_path):
     assert not alive(pids)
 
 
+@pytest.mark.slow  # real programs, real W&B runs
 def test_the_overhead_benchmark_compares_this_tree_with_a_baseline(tmp_path):
     bench = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "program_overhead.py"), "--smoke-test"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from sweep.record.state import read
-from tests.helpers import RAY_ENV, ROOT, load_study, numbers, read_csv, sweep_cli, wandb_history, wandb_summary
+from tests.helpers import RAY_ENV, ROOT, load_study, read_csv, sweep_cli, wandb_history, wandb_summary
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from text_recognizer.util import UserError
 
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
 RUN = "run: {data_class: MNISTSample, max_epochs: 10}\n"
+ACC = "metric: {name: val_acc, goal: maximize}\n"
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -378,27 +379,29 @@ def test_a_draw_outside_the_flag_fails_that_trial_only(tmp_path):
             "'metric.target': expected a number",
         ),
         (
-            "early_terminate: {type: hyperband}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband}\n" + ACC + "parameters: {fc1: {values: [8]}}",
             "give min_iter (the first bracket), or max_iter and s",
         ),
         (
-            "early_terminate: {type: hyperband, max_iter: 9}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, max_iter: 9}\n" + ACC + "parameters: {fc1: {values: [8]}}",
             "'early_terminate.s': max_iter needs s",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, eta: 1}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, eta: 1}\n" + ACC + "parameters: {fc1: {values: [8]}}",
             "'early_terminate.eta': must be above 1",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, strict: yes please}\n"
+            + ACC
+            + "parameters: {fc1: {values: [8]}}",
             "'early_terminate.strict': expected true or false",
         ),
         (
-            "early_terminate: {type: hyperband, min_iter: 1, brackets: 2}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_terminate: {type: hyperband, min_iter: 1, brackets: 2}\n" + ACC + "parameters: {fc1: {values: [8]}}",
             "unknown key 'brackets'",
         ),
         (
-            "early_stopping: {type: asha, grace_period: 11}\nmetric: {name: val_acc, goal: maximize}\nparameters: {fc1: {values: [8]}}",
+            "early_stopping: {type: asha, grace_period: 11}\n" + ACC + "parameters: {fc1: {values: [8]}}",
             "'early_stopping.grace_period': must be at most max_epochs (10)",
         ),
     ],

@@ -73,7 +73,8 @@ def test_the_report_reads_as_the_terminal_and_marks_warm_start_history_and_edits
     warm = {"event": "warm_start", "from": "/earlier", "trials": [
         {"number": 0, "params": {"lr": 0.05, "precision": "32", "limit_train_batches": 8}, "status": "completed",
          "summary": {}, "origin": "/earlier trial 7",
-         "results": [{"step": 1, "metrics": {"val_acc": 0.8}, "step_time_s": 1.0, "node": "n", "gpus": "", "time": 0}]}]}  # fmt: skip
+         "results": [{"step": 1, "metrics": {"val_acc": 0.8}, "step_time_s": 1.0, "node": "n", "gpus": "",
+                      "time": 0}]}]}  # fmt: skip
     edit = {"event": "edit", "spec": None, "source": "edited.yaml", "source_copy": "source-2.yaml",
             "changes": ["lr: a -> b"], "next_trial": 2}  # fmt: skip
     events = [warm, *trial(1, 0.0012345678901234567, values=[0.5, 0.9], status="completed")]
@@ -109,7 +110,8 @@ def test_a_sweep_without_a_metric_lists_what_each_trial_logged_and_chooses_none(
     events = [{"event": "trial", "trial": 0, "params": {}}, {"event": "start", "trial": 0, "attempt": 1},
               {"event": "result", "trial": 0, "step": 0, "metrics": {"loss": 1.0361, "acc": 0.5}, "step_time_s": 1,
                "node": "n", "gpus": ""},
-              {"event": "end", "trial": 0, "status": "completed", "reason": "", "summary": {"acc": 0.75, "best": {"min": 1}}}]  # fmt: skip
+              {"event": "end", "trial": 0, "status": "completed", "reason": "",
+               "summary": {"acc": 0.75, "best": {"min": 1}}}]  # fmt: skip
     state = write_record(tmp_path / "s", space, events)
     assert state.metric is None and state.best() is None
     write_exports(tmp_path / "s", state)

@@ -123,10 +123,9 @@ def dashboard_text(context) -> str:
     """'; Ray dashboard http://... (log in with the token in ~/.ray/auth_token)' for the start line, or ''."""
     if not context.dashboard_url:
         return ""
-    token = Path.home() / ".ray" / "auth_token"
-    auth = (
-        f" (log in with the token in {token})" if token.exists() or os.environ.get("RAY_AUTH_MODE") == "token" else ""
-    )
+    token = "$RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else Path.home() / ".ray" / "auth_token"
+    uses_token = os.environ.get("RAY_AUTH_MODE", "token") == "token"  # Ray 2.60's default for a local Ray
+    auth = f" (log in with the token in {token})" if uses_token else ""
     exposed = not context.dashboard_url.startswith(("127.0.0.1:", "localhost:"))
     if exposed:  # the dashboard can start jobs on the cluster: only the token stands in the way
         auth += " (WARNING: reachable beyond this machine; the token is what protects it)"
