@@ -6,17 +6,17 @@ PY := $(VENV)/bin/python
 .PHONY: install run test lint
 install: $(VENV)/.installed
 
+# editable_mode=compat: the project's directory on sys.path (a .pth line), not setuptools' import hook, which
+# Python asks only after every sys.path entry: a directory named sweep where a driver or a Ray worker runs
+# (an experiment directory, say) would then be imported as an empty namespace package instead of this one.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat: the project's directory on sys.path (a .pth line), not setuptools' import hook, which Python asks
-	# only after every sys.path entry: a directory named sweep where a driver or a Ray worker runs (an
-	# experiment directory, say) would then be imported as an empty namespace package instead of this one.
 	$(PY) -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
 run: install
-	$(PY) -m sweep run search_spaces/quickstart.yaml --final
+	$(VENV)/bin/sweep run search_spaces/quickstart.yaml --final
 
 test: install
 	$(PY) -m pytest

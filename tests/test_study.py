@@ -2,6 +2,7 @@
 interrupted ones given back first, an edit's unfitting trials kept out of what the sampler learns; the
 driver's side of a fit (SweepRun) fed the results a Tune trial sends, without Ray. Optuna is real."""
 
+import dataclasses
 import io
 import math
 
@@ -126,20 +127,16 @@ def test_a_fit_asks_no_trial_past_its_count_or_its_target(tmp_path):
     assert run.ask("b") == FINISHED
 
 
-def test_a_grid_goes_through_its_points_in_wandbs_order_then_again(tmp_path):
+def test_a_grid_goes_through_its_points_in_wandbs_order_once_or_again_when_grown(tmp_path):
     grid = "method: grid\nrun: {max_epochs: 2}\nparameters: {lr: {values: [0.1, 0.01]}, fc1: {values: [8, 16]}}\n"
-    state = write_record(tmp_path / "s", grid.replace("max_epochs: 2}", "max_epochs: 2}\nrun_cap: 5"), [])
+    state = write_record(tmp_path / "s", grid + "run_cap: 5\n", [])
     spec = load_spec(str(tmp_path / "s" / "source.yaml"))
-    assert spec.metric is None and spec.num_samples == 5
-    run = run_of(tmp_path / "s", spec, state)
+    assert (spec.metric, spec.num_samples) == (None, 4)  # W&B's grid ends once every point has run
+    assert "5 is above the grid's 4 points: 4 trials, each point once, as in W&B" in spec.warnings[0]
+    run = run_of(tmp_path / "s", dataclasses.replace(spec, num_samples=5), state)  # resume --num-samples 5
     asked = [run.ask(str(i))["params"] for i in range(5)]
-    assert asked == [
-        {"fc1": 8, "lr": 0.1},
-        {"fc1": 8, "lr": 0.01},
-        {"fc1": 16, "lr": 0.1},
-        {"fc1": 16, "lr": 0.01},
-        {"fc1": 8, "lr": 0.1},
-    ]  # parameters in name order, as W&B's grid; then the grid again
+    assert asked == [{"fc1": 8, "lr": 0.1}, {"fc1": 8, "lr": 0.01}, {"fc1": 16, "lr": 0.1}, {"fc1": 16, "lr": 0.01},
+                     {"fc1": 8, "lr": 0.1}]  # fmt: skip  # parameters in name order, as W&B's grid; then again
     assert next_grid_point(spec, []) == {"fc1": 8, "lr": 0.1}
 
 

@@ -129,6 +129,10 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
     num_samples = search.get("num_samples", raw.get("run_cap", grid_size or 8))
     num_key = "search.num_samples" if "num_samples" in search else "run_cap"
     num_samples = reader.number(num_samples, num_key, int, minimum=1)
+    if grid_size is not None and num_samples > grid_size:  # W&B's grid ends once each point has run
+        warnings.append(f"{path}: key '{num_key}': {num_samples} is above the grid's {grid_size} points: "
+                        f"{grid_size} trials, each point once, as in W&B")  # fmt: skip
+        num_samples = grid_size
     seed = reader.number(search.get("seed", 0), "search.seed", int)
     max_concurrent = search.get("max_concurrent")
     if max_concurrent is not None:
