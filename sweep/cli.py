@@ -91,8 +91,9 @@ def command_line_flags(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from sweep.engine.cluster import RayStart
+    from sweep.engine.cluster import RayStart, shipped_program
     from sweep.record.files import claim, unclaim_if_empty
+    from sweep.record.storage import Experiment, child
     from sweep.spec.load import load_spec
     from sweep.spec.spec import check_flags
 
@@ -100,50 +101,68 @@ def cmd_run(args) -> int:
     spec = check_flags(load_spec(args.space), flags)  # every problem of the file, before Ray starts
     if args.address and args.dashboard_host != "127.0.0.1":
         raise UserError("--dashboard-host is for a local Ray; a cluster's is set by `ray start --head`")
-    for earlier in args.warm_start:  # each one line before Ray starts
-        from sweep.engine.fit import warm_trials
+    from sweep.engine.fit import warm_trials
 
-        warm_trials(Path(earlier), spec, first=0)
+    warm_start = {earlier: warm_trials(earlier, spec) for earlier in args.warm_start}  # each one line, before Ray
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    experiment_dir = Path(args.storage_path).resolve() / name
-    with claim(experiment_dir, new=True):  # before Ray starts: a directory in use is one line at once
-        ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host)
+    experiment = open_new(Experiment(child(args.storage_path, name)))
+    with claim(experiment.local, new=True):  # before Ray starts: a directory in use is one line at once
+        ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host,
+                             runtime_env=shipped_program(spec, experiment.remote is not None))  # fmt: skip
         try:
             from sweep.engine.fit import run_sweep  # Ray Tune: ~1 s, while Ray starts
 
-            with resume_hint(experiment_dir):
-                result = run_sweep(spec, experiment_dir, ray_start=ray_start, flags=flags, warm_start=args.warm_start,
+            with resume_hint(experiment):
+                result = run_sweep(spec, experiment, ray_start=ray_start, flags=flags, warm_start=warm_start,
                                    verbose=args.verbose, final=args.final)  # fmt: skip
             summarize(result, final=args.final)  # before Ray stops: no one waits for that
         except BaseException:
-            unclaim_if_empty(experiment_dir)
+            unclaim_if_empty(experiment.local)
             raise
         finally:
             ray_start.shutdown()  # while the report is drawn
         return conclude(result)
 
 
+def open_new(experiment):
+    """A new experiment's place: nothing there yet, and, in object storage, writable (before Ray starts)."""
+    if experiment.remote is not None:
+        experiment.check_writable()
+        if experiment.exists():
+            raise UserError(f"{experiment} already exists: continue that sweep with `sweep resume {experiment}`, "
+                            "or pass another --name")  # fmt: skip
+        experiment.mirror()
+    return experiment
+
+
 def cmd_resume(args) -> int:
     from sweep.engine.fit import resume_sweep
     from sweep.record.files import claim
+    from sweep.record.storage import local_copy
 
-    experiment_dir = Path(args.experiment_dir).resolve()
-    with claim(experiment_dir, new=False), resume_hint(experiment_dir):
-        result = resume_sweep(experiment_dir, grow_to=args.num_samples, edited=args.spec, address=args.address,
-                              verbose=args.verbose)  # fmt: skip
-    if result is None:
-        print(f"the sweep in {experiment_dir} is finished: nothing to resume; `sweep resume {experiment_dir} "
-              "--num-samples N` grows it to N trials, `--spec EDITED.yaml` goes on with an edited file")  # fmt: skip
-        return 0
-    summarize(result)
-    return conclude(result)
+    experiment, local = local_copy(args.experiment_dir)
+    try:
+        with claim(local, new=False), resume_hint(experiment):
+            result = resume_sweep(experiment, grow_to=args.num_samples, edited=args.spec, address=args.address,
+                                  verbose=args.verbose)  # fmt: skip
+        if result is None:
+            print(
+                f"the sweep in {experiment} is finished: nothing to resume; `sweep resume {experiment} "
+                "--num-samples N` grows it to N trials, `--spec EDITED.yaml` goes on with an edited file"
+            )
+            return 0
+        summarize(result)
+        return conclude(result)
+    finally:
+        experiment.close()
 
 
 @contextlib.contextmanager
-def resume_hint(experiment_dir: Path):
-    """An error in the driver, once the sweep has started, names the command that continues it."""
+def resume_hint(experiment):
+    """An error in the driver, once the sweep has started, names the command that continues it (the record
+    is uploaded first, where it is in object storage)."""
     try:
         yield
     except UserError:
@@ -151,10 +170,11 @@ def resume_hint(experiment_dir: Path):
     except Exception:
         from sweep.record.files import EVENTS
 
-        if (experiment_dir / EVENTS).exists():
+        if (experiment.local / EVENTS).exists():
             traceback.print_exc()
+            experiment.push()
             raise UserError(
-                f"the sweep's driver failed (traceback above); continue the sweep with `sweep resume {experiment_dir}`"
+                f"the sweep's driver failed (traceback above); continue the sweep with `sweep resume {experiment}`"
             ) from None
         raise
 
@@ -163,22 +183,27 @@ def summarize(result, final: bool = False) -> None:
     """The summary as soon as the last trial has ended, then the final run (on the sweep's Ray)."""
     from sweep.views.summary import summary_lines
 
-    print("\n".join(summary_lines(result.state, result.experiment_dir)))
+    experiment = result.experiment
+    print("\n".join(summary_lines(result.state, experiment.uri)))
     best = result.state.best()
     if final and not result.interrupted and best is not None:
-        kind = final_kind(result.experiment_dir, result.state)
-        print("\n".join(kind.final_text(kind.final_run(result.experiment_dir, best.params, result.final_runner))))
+        kind = final_kind(experiment.local, result.state)
+        print("\n".join(kind.final_text(kind.final_run(experiment.local, best.params, result.final_runner))))
+        experiment.push()
 
 
 def conclude(result) -> int:
     """Once Ray is stopping or stopped: the report (drawn meanwhile), and the exit code."""
+    experiment = result.experiment
     if result.report is not None:
-        print_report(*result.report.result(), result.experiment_dir)
-    if result.state.spec["kind"] == "program" and list(result.experiment_dir.glob("trials/*/wandb/offline-run-*")):
-        print(f"W&B runs:    offline; upload with `wandb sync {result.experiment_dir}/trials/*/wandb/offline-run-*`")
+        print_report(*result.report.result(), experiment)
+        experiment.push()
+    if result.state.spec["kind"] == "program" and experiment.remote is None:
+        if list(experiment.local.glob("trials/*/wandb/offline-run-*")):
+            print(f"W&B runs:    offline; upload with `wandb sync {experiment}/trials/*/wandb/offline-run-*`")
     if result.interrupted:
         print(f"sweep: interrupted; what ran is in results.csv and the report; continue the sweep with "
-              f"`sweep resume {result.experiment_dir}`", file=sys.stderr)  # fmt: skip
+              f"`sweep resume {experiment}`", file=sys.stderr)  # fmt: skip
         return 130
     return 1 if result.state.metric and result.state.best() is None else 0
 
@@ -190,9 +215,13 @@ def final_kind(experiment_dir: Path, state):
     return trials_of(spec_from_record(experiment_dir, state))
 
 
-def print_report(report, pngs, experiment_dir) -> None:
-    print(f"report:      {report} ({len(pngs)} PNGs beside it)")
-    print(f"TensorBoard: tensorboard --logdir {experiment_dir}/trials")
+def print_report(report, pngs, experiment) -> None:
+    """Where the report is: in the experiment, which may be a URI (the report was drawn in its mirror)."""
+    from sweep.record.storage import child
+
+    print(f"report:      {child(experiment.uri, report.name) if experiment.remote else report} ({len(pngs)} "
+          "PNGs beside it)")  # fmt: skip
+    print(f"TensorBoard: tensorboard --logdir {child(experiment.uri, 'trials')}")
 
 
 def cmd_validate(args) -> int:
@@ -217,12 +246,14 @@ def cmd_validate(args) -> int:
 def cmd_best(args) -> int:
     from sweep.record.files import BEST_CONFIG
     from sweep.record.state import read
+    from sweep.record.storage import child, local_copy
     from sweep.views.summary import best_table
 
-    experiment_dir = Path(args.experiment_dir)
-    state = read(experiment_dir)
+    experiment, experiment_dir = local_copy(args.experiment_dir)
+    state = read(experiment_dir, live=experiment.live())
+    experiment.close()
     if not state.trials:
-        raise UserError(f"{experiment_dir}: no trial of this sweep has started yet")
+        raise UserError(f"{experiment}: no trial of this sweep has started yet")
     print(best_table(state))
     if state.metric is None:
         print("\nno best: a sweep without a metric chooses none")
@@ -233,23 +264,42 @@ def cmd_best(args) -> int:
         return 1
     from sweep.views.exports import best_config_text
 
-    print(f"\n{experiment_dir / BEST_CONFIG}:\n{best_config_text(state, best, experiment_dir)}")
+    print(f"\n{child(experiment.uri, BEST_CONFIG)}:\n{best_config_text(state, best, experiment.uri)}")
     return 0
 
 
 def cmd_final(args) -> int:
     from sweep.record.state import read
+    from sweep.record.storage import local_copy
 
-    experiment_dir = Path(args.experiment_dir)
-    state = read(experiment_dir)
-    if state.metric is None:
-        raise UserError(f"{experiment_dir}: a sweep without a metric has no best trial to run again")
-    best = state.best()
-    if best is None:
-        raise UserError(f"{experiment_dir}: no trial reported {state.metric}: there is no best config to run")
-    kind = final_kind(experiment_dir, state)
-    kind.check_final(args.max_epochs)
-    print("\n".join(kind.final_text(kind.final_run(experiment_dir, best.params, max_epochs=args.max_epochs))))
+    experiment, experiment_dir = local_copy(args.experiment_dir)
+    try:
+        state = read(experiment_dir, live=experiment.live())
+        if state.metric is None:
+            raise UserError(f"{experiment}: a sweep without a metric has no best trial to run again")
+        best = state.best()
+        if best is None:
+            raise UserError(f"{experiment}: no trial reported {state.metric}: there is no best config to run")
+        kind = final_kind(experiment_dir, state)
+        kind.check_final(args.max_epochs)
+        print("\n".join(kind.final_text(kind.final_run(experiment_dir, best.params, max_epochs=args.max_epochs))))
+        experiment.push()  # final/, where the experiment is
+    finally:
+        experiment.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    from sweep.record.state import read
+    from sweep.record.storage import local_copy
+    from sweep.views.report import write_report
+
+    experiment, experiment_dir = local_copy(args.experiment_dir)
+    try:
+        print_report(*write_report(experiment_dir, read(experiment_dir, live=experiment.live())), experiment)
+        experiment.push()
+    finally:
+        experiment.close()
     return 0
 
 
@@ -259,12 +309,16 @@ def cmd_dashboard(args) -> int:
     from sweep.engine.study import journal_storage
     from sweep.record.files import OPTUNA_JOURNAL
     from sweep.record.state import read
+    from sweep.record.storage import local_copy
 
-    state = read(args.experiment_dir)
-    journal = Path(args.experiment_dir) / OPTUNA_JOURNAL
+    experiment, experiment_dir = local_copy(args.experiment_dir)
+    state = read(experiment_dir, live=experiment.live())
+    journal = experiment_dir / OPTUNA_JOURNAL
     if state.metric is None:
-        raise UserError(f"{args.experiment_dir}: a sweep without a metric has no objective for optuna-dashboard to "
+        raise UserError(f"{experiment}: a sweep without a metric has no objective for optuna-dashboard to "
                         "show: see `sweep report` or results.csv")  # fmt: skip
+    if experiment.remote is not None:
+        print(f"optuna-dashboard: the study as it was when downloaded from {experiment}", flush=True)
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", args.port))
@@ -288,10 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return cmd_validate(args)
         if args.command == "report":
-            from sweep.views.report import write_report
-
-            print_report(*write_report(args.experiment_dir), args.experiment_dir)
-            return 0
+            return cmd_report(args)
         if args.command == "dashboard":
             return cmd_dashboard(args)
         return cmd_final(args)

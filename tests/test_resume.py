@@ -168,7 +168,7 @@ def test_a_sweep_killed_before_any_trial_ended_resumes(tmp_path, ray_head):
 def test_resume_of_a_directory_that_is_no_sweep_and_an_edit_that_cannot_apply(tmp_path, killed):
     run = sweep_cli("resume", str(tmp_path), cwd=tmp_path, env=RAY_ENV)
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [
-        f"sweep: error: {tmp_path}: not a sweep's experiment directory (no events.jsonl)"
+        f"sweep: error: {tmp_path}: not a sweep's experiment directory (no record: events.jsonl)"
     ]
     _, copy, _ = killed
     other = tmp_path / "other.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -35,10 +36,11 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
-def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: str = "127.0.0.1"):
+def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: str = "127.0.0.1",
+              runtime_env: dict | None = None):  # fmt: skip
     """Start a local Ray (its dashboard on `dashboard_host`), or join the cluster at `address`; returns
     Ray's context. Trials' own output stays in their log files (the dashboard shows them) unless
-    `log_to_driver`."""
+    `log_to_driver`. `runtime_env`: the job's (a program's working_dir, shipped to every node)."""
     import ray
 
     if address:
@@ -46,15 +48,18 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
     if log_to_driver:  # the trials' own lines, each of them: Ray would fold lines that differ in numbers only
         os.environ["RAY_DEDUP_LOGS"] = "0"
     if not address:
-        return ray.init(include_dashboard=True, dashboard_host=dashboard_host, logging_level="ERROR",
-                        log_to_driver=log_to_driver)  # fmt: skip
+        with shipping(runtime_env):
+            return ray.init(include_dashboard=True, dashboard_host=dashboard_host, logging_level="ERROR",
+                            log_to_driver=log_to_driver, runtime_env=runtime_env)  # fmt: skip
     # Ray's client retries a refused token for ~30 s with a line on stderr each time: those lines are kept
     # aside, and a refusal is one line that says what to do.
     with tempfile.TemporaryFile("w+") as aside:
         stderr = os.dup(2)
         os.dup2(aside.fileno(), 2)
         try:
-            return ray.init(address=address, logging_level="ERROR", log_to_driver=log_to_driver)
+            with shipping(runtime_env):
+                return ray.init(address=address, logging_level="ERROR", log_to_driver=log_to_driver,
+                                runtime_env=runtime_env)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as exc:
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             aside.seek(0)
@@ -67,6 +72,30 @@ def start_ray(address: str | None, log_to_driver: bool = False, dashboard_host: 
         finally:
             os.dup2(stderr, 2)
             os.close(stderr)
+
+
+def shipped_program(spec: SweepSpec, experiment_remote: bool) -> dict | None:
+    """Ray's runtime_env for a program's sweep whose experiment is in object storage, where nodes are assumed
+    to share no filesystem: the program's directory, shipped by Ray to every node and each trial's working
+    directory there (Tune's RAY_CHDIR_TO_TRIAL_DIR=0: Tune would move it into its own trial directory)."""
+    if spec.program is None or not experiment_remote:
+        return None
+    return {"working_dir": spec.program.cwd, "env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+
+
+@contextlib.contextmanager
+def shipping(runtime_env: dict | None):
+    """A program's directory too large for Ray to ship (its limit is the size of one gRPC message) is one line."""
+    try:
+        yield
+    except ValueError as exc:
+        if runtime_env and "exceeds the maximum size" in str(exc):
+            size = str(exc).split(". To exclude")[0]
+            raise UserError(
+                f"the program's directory {runtime_env['working_dir']}, which Ray ships to every node: {size}; "
+                "leave data out with .gitignore or .rayignore"
+            ) from None
+        raise
 
 
 class RayStart:

@@ -3,7 +3,9 @@ over the sweep's record and its Optuna study (rebuilt from the record), never Tu
 
 Tune keeps its bookkeeping in a temporary directory of the driver's, deleted after the fit: the
 experiment directory holds only the record, its exports and the trials' own directories, and nothing
-pickled (a resume needs nothing but the record, after a `mv`, a `cp -r`, or a newer version of sweep).
+pickled (a resume needs nothing but the record, after a `mv`, a `cp -r`, or a newer version of sweep). The
+driver works in the experiment's local directory; one in object storage is mirrored there and uploaded as
+trials end (sweep.record.storage).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.engine.cluster import RayStart, dashboard_text, trial_concurrency
+from sweep.engine.cluster import RayStart, dashboard_text, shipped_program, trial_concurrency
 from sweep.record.events import EventLog
-from sweep.record.files import CHECKPOINT, SOURCE, trial_dir
+from sweep.record.files import CHECKPOINT, SOURCE
 from sweep.record.state import ENDED, Status, SweepState, read
+from sweep.record.storage import SYNC_EVERY_S, Experiment, local_copy
 from sweep.spec.load import load_spec
 from sweep.spec.spec import SweepSpec, check_flags
 from sweep.trials import trials_of
@@ -38,37 +41,39 @@ FIXED_BY_EDIT = {
 
 @dataclass
 class SweepResult:
-    experiment_dir: Path
+    experiment: Experiment
     state: SweepState
     interrupted: bool  # Ctrl-C, or the driver failed: the fit ended before the sweep did
     report: Future | None = None  # report.html and its PNGs, being drawn while Ray stops
     final_runner: object = None  # our trainer's final run's actor, for `run --final`
 
 
-def run_sweep(spec: SweepSpec, experiment_dir: Path, *, ray_start: RayStart, flags: dict, warm_start=(),
+def run_sweep(spec: SweepSpec, experiment: Experiment, *, ray_start: RayStart, flags: dict, warm_start: dict,
               verbose: bool = False, final: bool = False) -> SweepResult:  # fmt: skip
-    """A new sweep into `experiment_dir` (claimed, empty). `flags`: the command line's settings over the
-    file's; `warm_start`: experiment directories whose ended trials start its study, as history."""
+    """A new sweep into `experiment` (claimed, empty). `flags`: the command line's settings over the
+    file's; `warm_start`: {location: its trials} of earlier experiments (warm_trials), history to start from."""
     kind = trials_of(spec)
     data = kind.load()  # decoded while Ray starts
-    shutil.copyfile(spec.path, experiment_dir / SOURCE)
+    shutil.copyfile(spec.path, experiment.local / SOURCE)
     state = SweepState(spec={})
-    log = EventLog(experiment_dir, listener=state.apply)
+    log = EventLog(experiment.local, listener=state.apply)
     log.write("sweep", spec=spec.resolved(), source=SOURCE, flags=flags, cwd=os.getcwd(), address=ray_start.address)
-    for earlier in warm_start:
-        trials = warm_trials(Path(earlier), spec, first=len(state.warm))
-        log.write("warm_start", **{"from": str(Path(earlier).resolve())}, trials=trials)
+    for earlier, trials in warm_start.items():
+        first = len(state.warm)
+        log.write("warm_start", **{"from": earlier}, trials=[{**t, "number": first + i} for i, t in enumerate(trials)])
     context = ray_start.result()
     runner = kind.final_runner() if final else None
-    result = fit(spec, experiment_dir, log, state, context, verbose, data, doing="")
+    result = fit(spec, experiment, log, state, context, verbose, data, doing="")
     return dataclasses.replace(result, final_runner=runner)
 
 
-def warm_trials(earlier: Path, spec: SweepSpec, first: int) -> list[dict]:
-    """The ended trials of an earlier sweep whose values this sweep's space can give, as its study's first
-    trials (numbered from `first`)."""
-    before = read(earlier)
-    where = f"--warm-start {earlier}"
+def warm_trials(earlier: str, spec: SweepSpec) -> list[dict]:
+    """The ended trials of an earlier sweep (a directory or a URI) whose values this sweep's space can give,
+    as its study's first trials."""
+    experiment, local = local_copy(earlier)
+    before = read(local, live=False)
+    experiment.close()
+    where = f"--warm-start {experiment.uri}"
     if (before.metric, before.mode) != (spec.metric, spec.mode) or spec.metric is None:
         raise UserError(
             f"{where}: that sweep {goal(before.metric, before.mode)}, this one {goal(spec.metric, spec.mode)}: its "
@@ -77,10 +82,10 @@ def warm_trials(earlier: Path, spec: SweepSpec, first: int) -> list[dict]:
     fitting = [t for t in sorted(before.trials.values(), key=lambda t: t.number)
                if t.status in ENDED and spec.samples_of(t.params) is not None]  # fmt: skip
     return [
-        {"number": first + i, "params": t.params, "status": t.status.value, "summary": t.summary,
+        {"params": t.params, "status": t.status.value, "summary": t.summary,
          "results": [{k: r[k] for k in ("step", "metrics", "step_time_s", "node", "gpus", "time")} for r in t.results],
-         "origin": f"{earlier.resolve()} trial {t.number}"}
-        for i, t in enumerate(fitting)
+         "origin": f"{experiment.uri} trial {t.number}"}
+        for t in fitting
     ]  # fmt: skip
 
 
@@ -91,7 +96,10 @@ def goal(metric: str | None, mode: str) -> str:
 def spec_from_record(experiment_dir: Path, state: SweepState, source: Path | None = None) -> SweepSpec:
     """The sweep's spec from its directory alone: its copy of the sweep file (or an edited file, `source`),
     read from where the sweep first ran, with the command line's settings it ran with."""
-    spec = load_spec(str(source or experiment_dir / state.source_copy), cwd=state.cwd)
+    # A program's directory: where the sweep first ran, or here where that is gone (a resume on a new
+    # cluster, as KubeRay's retry of a Ray Job, runs in a new copy of the job's working_dir).
+    cwd = state.cwd if Path(state.cwd).is_dir() else os.getcwd()
+    spec = load_spec(str(source or experiment_dir / state.source_copy), cwd=cwd)
     flags = {k: v for k, v in state.flags.items() if source is None or k != "num_samples"}  # an edit says its own
     spec = check_flags(spec, flags)
     spec = dataclasses.replace(spec, name=state.spec["name"], path=str(source) if source else state.spec["source"])
@@ -118,16 +126,16 @@ def edit_changes(before: dict, after: dict) -> list[str]:
     return changes
 
 
-def resume_sweep(experiment_dir: Path, *, grow_to: int | None = None, edited: str | None = None,
+def resume_sweep(experiment: Experiment, *, grow_to: int | None = None, edited: str | None = None,
                  address: str | None = None, verbose: bool = False) -> SweepResult | None:  # fmt: skip
     """Continue a sweep whose driver ended before it did (a kill, Ctrl-C, a reboot), grow it to `grow_to`
     trials, or go on with an edited sweep file: a new Tune fit over the record. Ended trials are history;
     interrupted ones continue from their checkpoints. None when there is nothing to do (no Ray started)."""
-    state = read(experiment_dir, live=False)  # the caller holds the directory: no driver runs it
-    spec = spec_from_record(experiment_dir, state)
-    log = EventLog(experiment_dir, listener=state.apply)
+    state = read(experiment.local, live=False)  # the caller holds the directory: no driver runs it
+    spec = spec_from_record(experiment.local, state)
+    log = EventLog(experiment.local, listener=state.apply)
     if edited is not None:
-        spec = edit(experiment_dir, state, log, Path(edited))
+        spec = edit(experiment.local, state, log, Path(edited))
     if grow_to is not None:
         if grow_to <= len(state.trials):
             raise UserError(f"--num-samples {grow_to}: the sweep has {len(state.trials)} trials already")
@@ -136,12 +144,13 @@ def resume_sweep(experiment_dir: Path, *, grow_to: int | None = None, edited: st
         return None
     kind = trials_of(spec)
     data = kind.load()
-    ray_start = RayStart(address or state.address, log_to_driver=verbose)
+    shipped = shipped_program(spec, experiment.remote is not None)
+    ray_start = RayStart(address or state.address, log_to_driver=verbose, runtime_env=shipped)
     try:
         context = ray_start.result()
         log.write("resume", num_samples=spec.num_samples)
         doing = f"resuming ({len(state.ended())} of {len(state.trials)} trials ended) "
-        return fit(spec, experiment_dir, log, state, context, verbose, data, doing=doing)
+        return fit(spec, experiment, log, state, context, verbose, data, doing=doing)
     finally:
         ray_start.shutdown()
 
@@ -165,7 +174,7 @@ def edit(experiment_dir: Path, state: SweepState, log: EventLog, edited: Path) -
     return spec
 
 
-def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState, context, verbose: bool, data,
+def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepState, context, verbose: bool, data,
         doing: str) -> SweepResult:  # fmt: skip
     """One Tune fit: the trials the sweep still needs, on the Ray that `context` joined."""
     import ray
@@ -177,13 +186,15 @@ def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState,
     from sweep.views.progress import ProgressView
 
     kind = trials_of(spec)
+    experiment_dir = experiment.local
     study = open_study(experiment_dir, state, spec)
-    view = ProgressView(state)
+    view = ProgressView(state, on_refresh=lambda: experiment.push(every_s=SYNC_EVERY_S))
 
     def trial_ended(trial) -> None:
-        write_exports(experiment_dir, state)
+        write_exports(experiment_dir, state, experiment.uri)
         write_tensorboard(experiment_dir, trial)
-        (trial_dir(experiment_dir, trial.number) / CHECKPOINT).unlink(missing_ok=True)  # nothing to continue
+        experiment.remove_trial_file(trial.number, CHECKPOINT)  # nothing to continue
+        experiment.push()
 
     run = SweepRun(spec, experiment_dir, log, state, study, kind, view, on_end=trial_ended)
     concurrency = trial_concurrency(spec, ray.cluster_resources(), max(1, run.to_run))
@@ -195,10 +206,10 @@ def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState,
     )
     early = "on" if run.rungs else "off"
     print(f"sweep '{spec.name}': {doing}{spec.num_samples} trials, {concurrency} at a time, {spec.method} search "
-          f"{goal}{target}, early stopping {early}; experiment directory {experiment_dir}{dashboard_text(context)}",
+          f"{goal}{target}, early stopping {early}; experiment directory {experiment}{dashboard_text(context)}",
           flush=True)  # fmt: skip
-    write_exports(experiment_dir, state)
-    trainable = tune.with_resources(kind.trainable(experiment_dir, verbose, data),
+    write_exports(experiment_dir, state, experiment.uri)
+    trainable = tune.with_resources(kind.trainable(experiment.uri, verbose, data),
                                     {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})  # fmt: skip
     # Tune's newer reporter prints its start box even at verbose=0; its default loggers write files nobody
     # reads here. Tune reads these variables (Ray 2.60's) when the fit starts.
@@ -217,7 +228,7 @@ def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState,
                     reuse_actors=True,  # one worker process serves trial after trial: imports are paid once
                 ),
                 run_config=tune.RunConfig(
-                    name=experiment_dir.name,
+                    name="sweep",
                     storage_path=tune_dir,
                     callbacks=[RecordCallback(run)],
                     verbose=0,  # our view; --verbose adds the trials' own output
@@ -230,7 +241,8 @@ def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState,
         shutil.rmtree(tune_dir, ignore_errors=True)
     interrupted = state.unfinished()  # Tune ends a fit early on Ctrl-C, and says so only in its log
     log.write("stop", interrupted=interrupted)
-    write_exports(experiment_dir, state)
+    write_exports(experiment_dir, state, experiment.uri)
+    experiment.push()
     report = None
     if state.trials:  # drawn while Ray stops (~1.5 s of waiting for its processes): the sweep ends no later
         from sweep.views.report import write_report
@@ -238,4 +250,4 @@ def fit(spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState,
         executor = ThreadPoolExecutor(1)
         report = executor.submit(write_report, experiment_dir, state)
         executor.shutdown(wait=False)  # returns now; the thread ends with the report
-    return SweepResult(experiment_dir, state, interrupted, report)
+    return SweepResult(experiment, state, interrupted, report)

@@ -58,7 +58,7 @@ def claim(experiment_dir: Path, new: bool):
     until the process ends, however it ends. Returns the lock's open file."""
     existed = experiment_dir.exists()
     if not new and not (experiment_dir / EVENTS).exists():
-        raise UserError(f"{experiment_dir}: not a sweep's experiment directory (no {EVENTS})")
+        raise UserError(f"{experiment_dir}: not a sweep's experiment directory (no record: {EVENTS})")
     experiment_dir.mkdir(parents=True, exist_ok=True)
     lock = open(experiment_dir / LOCK, "a+")
     try:

@@ -5,25 +5,43 @@ process group. A program has no checkpoint here: a trial run again starts it fro
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import secrets
 import sys
 import time
 from pathlib import Path
 
-from sweep.record.files import trial_dir
+from sweep.record.storage import is_uri
 from sweep.spec.command import Program
 from sweep.spec.spec import SweepSpec
 from sweep.trials import program_run, reports
 from text_recognizer.util import UserError
 
 
-def run_program_trial(config: dict, *, spec: SweepSpec, experiment_dir: str, verbose: bool = False) -> None:
+def run_program_trial(config: dict, *, spec: SweepSpec, experiment: str, verbose: bool = False,
+                      shipped: bool = False) -> None:  # fmt: skip
     """Tune's function trainable. A program that fails, or never logs the metric, ends its trial with a
-    one-line reason."""
+    one-line reason. `shipped`: Ray gave this worker the program's directory (runtime_env's working_dir),
+    its working directory: the program runs from there, not from where the driver ran."""
+
+    from sweep.trials.trainer import trial_files
+
+    files = trial_files(experiment, config["trial"])
+    if files is None:
+        return
+    try:
+        run_program(config, spec, files, verbose, shipped)
+    finally:
+        files.store_all()  # its output and W&B's offline run, to a bucket
+        files.close()
+
+
+def run_program(config: dict, spec: SweepSpec, files, verbose: bool, shipped: bool) -> None:
     import ray
     from ray import tune
 
-    folder = trial_dir(Path(experiment_dir), config["trial"])
+    folder = files.folder
     node = ray.get_runtime_context().get_node_id()
     try:
         args = spec.trial_config(config["params"])
@@ -32,7 +50,8 @@ def run_program_trial(config: dict, *, spec: SweepSpec, experiment_dir: str, ver
     gpus = [str(gpu) for gpu in ray.get_gpu_ids()]  # Ray's GPUs for this trial, fractions included: no others
     # A new W&B run id for each start, as W&B's agent gets one from its server: runs of several sweeps
     # synced to one W&B project never collide.
-    run = program_run.start(spec.program, args, folder, secrets.token_hex(4), spec.name, gpu_ids=gpus, echo=verbose)
+    program = dataclasses.replace(spec.program, cwd=os.getcwd()) if shipped else spec.program
+    run = program_run.start(program, args, folder, secrets.token_hex(4), spec.name, gpu_ids=gpus, echo=verbose)
     logged, last = 0, time.perf_counter()
     try:
         for row in run.rows():
@@ -72,11 +91,11 @@ class ProgramTrials:
     def load(self):
         return None
 
-    def trainable(self, experiment_dir: Path, verbose: bool, data):
+    def trainable(self, experiment: str, verbose: bool, data):
         from ray import tune
 
-        return tune.with_parameters(run_program_trial, spec=self.spec, experiment_dir=str(experiment_dir),
-                                    verbose=verbose)  # fmt: skip
+        return tune.with_parameters(run_program_trial, spec=self.spec, experiment=experiment, verbose=verbose,
+                                    shipped=is_uri(experiment))  # fmt: skip
 
     def final_runner(self):
         return None

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from sweep.record.files import trial_dir
+from sweep.record.storage import TrialFiles
 from sweep.spec.spec import TRAINER_METRICS, SweepSpec
 from text_recognizer.util import UserError
 
@@ -23,13 +23,36 @@ def use_ray_gpus() -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in ray.get_gpu_ids())
 
 
-def run_trial(config: dict, *, spec: SweepSpec, splits, experiment_dir: str) -> None:
+def run_trial(config: dict, *, spec: SweepSpec, splits, experiment: str) -> None:
     """Tune's function trainable; `spec` and `splits` reach each node once, through Ray's object store.
-    `config`: the trial's number and the values it runs with."""
+    `config`: the trial's number and the values it runs with; `experiment`: where its directory is."""
     use_ray_gpus()
     from sweep.trials.trainer_worker import train_trial
 
-    train_trial(config["params"], spec=spec, splits=splits, folder=trial_dir(Path(experiment_dir), config["trial"]))
+    files = trial_files(experiment, config["trial"])
+    if files is None:
+        return
+    try:
+        train_trial(config["params"], spec=spec, splits=splits, files=files)
+    finally:
+        files.close()
+
+
+def trial_files(experiment: str, number: int) -> TrialFiles | None:
+    """The trial's directory; None, its trial ended with one line, where this node cannot write there."""
+    import ray
+    from ray import tune
+
+    from sweep.trials import reports
+
+    try:
+        return TrialFiles(experiment, number)
+    except OSError as exc:
+        node = ray.get_runtime_context().get_node_id()
+        tune.report(reports.end(failed=f"node {node[:8]} cannot write the trial's directory in {experiment} "
+                                f"({exc.strerror or exc}): pass --storage-path on a filesystem that every node "
+                                "mounts at the same place, or an s3:// or gs:// URI"))  # fmt: skip
+        return None
 
 
 class TrainerTrials:
@@ -51,11 +74,11 @@ class TrainerTrials:
 
         return datasets.load_splits(self.spec.base_config["data_class"], self.spec.base_config["data_dir"])
 
-    def trainable(self, experiment_dir: Path, verbose: bool, data):
+    def trainable(self, experiment: str, verbose: bool, data):
         from ray import tune
 
         # One worker process serves trial after trial: each node holds one copy of the data, read in place.
-        return tune.with_parameters(run_trial, spec=self.spec, splits=data, experiment_dir=str(experiment_dir))
+        return tune.with_parameters(run_trial, spec=self.spec, splits=data, experiment=experiment)
 
     def final_runner(self):
         """An actor that has imported torch and Lightning by the time the sweep ends, so that `run --final`

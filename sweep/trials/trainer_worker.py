@@ -11,7 +11,6 @@ import random
 import time
 import traceback
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,6 +19,7 @@ import torch
 from ray import tune
 
 from sweep.record.files import CHECKPOINT
+from sweep.record.storage import TrialFiles
 from sweep.trials import reports
 from text_recognizer.datasets import Splits
 from text_recognizer.training import train
@@ -28,28 +28,30 @@ from text_recognizer.training import train
 class ReportToTune(pl.Callback):
     """After each validation epoch, report val_acc and val_loss (so that early stopping can stop the trial),
     with how long the epoch took and the trial's Ray node; save a checkpoint first, at most once per
-    `checkpoint_interval_s` of training (0: every epoch). The checkpoint holds the epoch's report: a trial
-    continued from it sends it again, so the record has every epoch even where the driver died before it
-    heard of it. A training loss that becomes NaN or infinite ends the trial at once, diverged."""
+    `checkpoint_interval_s` of training (0: every epoch). The checkpoint holds the trial's reports so far: a
+    trial continued from it sends them again, so the record has every epoch even where the driver died
+    before it heard of them, or its copy in object storage lagged. A training loss that becomes NaN or
+    infinite ends the trial at once, diverged."""
 
-    def __init__(self, checkpoint: Path, checkpoint_interval_s: float):
-        self.checkpoint = checkpoint
+    def __init__(self, files: TrialFiles, checkpoint_interval_s: float):
+        self.files = files
+        self.checkpoint = files.folder / CHECKPOINT
         self.checkpoint_interval_s = checkpoint_interval_s
         self.last_checkpoint = time.monotonic()  # a trial shorter than the interval saves none
         self.epoch_start = 0.0
         self.diverged = False
         self.node = ray.get_runtime_context().get_node_id()
-        self.report: dict | None = None  # the last epoch's, kept in the checkpoint
+        self.reports: list[dict] = []  # every epoch's, kept in the checkpoint
 
     def state_dict(self) -> dict:
-        return {"report": self.report}
+        return {"reports": self.reports}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.report = state_dict["report"]
+        self.reports = state_dict["reports"]
 
     def on_train_start(self, trainer, pl_module):
-        if self.report is not None:  # continued from a checkpoint: its epoch, which the record may lack
-            tune.report(self.report)
+        for report in self.reports:  # continued from a checkpoint: its epochs, which the record may lack
+            tune.report(report)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_start = time.perf_counter()
@@ -67,14 +69,16 @@ class ReportToTune(pl.Callback):
             self.diverged = trainer.should_stop = True
             return tune.report(reports.end(diverged=True))
         epoch = trainer.current_epoch + 1
-        self.report = reports.step(epoch, {**metrics, **gpu_use()}, time.perf_counter() - self.epoch_start, self.node)
+        report = reports.step(epoch, {**metrics, **gpu_use()}, time.perf_counter() - self.epoch_start, self.node)
+        self.reports.append(report)
         due = time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s
         if due and epoch < trainer.max_epochs:  # the last epoch leaves nothing to continue
             aside = self.checkpoint.with_name(f".{CHECKPOINT}.{uuid.uuid4().hex}.tmp")
             trainer.save_checkpoint(aside)  # the callbacks' states in it: this report, the random generators
             os.replace(aside, self.checkpoint)  # a reader never sees half a checkpoint
+            self.files.store(CHECKPOINT)  # where the experiment is: a bucket takes a whole object
             self.last_checkpoint = time.monotonic()
-        tune.report(self.report)
+        tune.report(report)
 
 
 def gpu_use() -> dict:
@@ -118,7 +122,7 @@ def cuda_failure(exc: BaseException) -> str | None:
     return None
 
 
-def training_failed(exc: Exception, gpus_per_trial: float, folder: Path) -> None:
+def training_failed(exc: Exception, gpus_per_trial: float, files: TrialFiles) -> None:
     """The training code raised. Most errors would come back on a retry: the trial ends with the error's
     line, its traceback in the trial's error.txt, and its worker goes on with the next trial.
 
@@ -139,22 +143,16 @@ def training_failed(exc: Exception, gpus_per_trial: float, folder: Path) -> None
         raise RuntimeError(
             f"{line}: its worker's CUDA context is unusable; the trial is retried on a fresh one"
         ) from exc
-    (folder / "error.txt").write_text(traceback.format_exc())
-    tune.report(reports.end(failed=f"{line} (traceback: {folder / 'error.txt'})"))
+    (files.folder / "error.txt").write_text(traceback.format_exc())
+    files.store("error.txt")
+    tune.report(reports.end(failed=f"{line} (traceback: {files.where('error.txt')})"))
 
 
-def train_trial(values: dict, *, spec, splits: Splits, folder: Path) -> None:
-    """Train one trial in `folder` (its trial directory), continuing from the checkpoint there if any: a
-    trial that Tune retries (its worker or node was lost) or that a resume asks again."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        node = ray.get_runtime_context().get_node_id()
-        return tune.report(reports.end(failed=f"node {node[:8]} cannot write the trial's directory {folder} "
-                                       f"({exc.strerror}): pass --storage-path on a filesystem that every node "
-                                       "mounts at the same place"))  # fmt: skip
-    checkpoint = folder / CHECKPOINT
-    callback = ReportToTune(checkpoint, spec.checkpoint_interval_s)
+def train_trial(values: dict, *, spec, splits: Splits, files: TrialFiles) -> None:
+    """Train one trial in its directory (`files`), continuing from the checkpoint there if any: a trial that
+    Tune retries (its worker or node was lost) or that a resume asks again."""
+    checkpoint = files.fetch(CHECKPOINT)
+    callback = ReportToTune(files, spec.checkpoint_interval_s)
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     try:
@@ -163,9 +161,11 @@ def train_trial(values: dict, *, spec, splits: Splits, folder: Path) -> None:
             splits=splits,
             callbacks=[callback, RngState()],
             quiet=True,
-            ckpt_path=str(checkpoint) if checkpoint.exists() else None,
-            run_dir=folder,  # W&B's files, with --wandb
-            run_id=f"{spec.name}-{folder.name}",
+            ckpt_path=str(checkpoint) if checkpoint else None,
+            run_dir=files.folder,  # W&B's files, with --wandb
+            run_id=f"{spec.name}-{files.number:04d}",
         )
     except Exception as exc:
-        training_failed(exc, spec.gpus_per_trial, folder)
+        training_failed(exc, spec.gpus_per_trial, files)
+    finally:
+        files.store_all(but=CHECKPOINT)  # W&B's offline run, with --wandb

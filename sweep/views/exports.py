@@ -13,6 +13,7 @@ import yaml
 
 from sweep.record.files import BEST_CONFIG, EPOCHS_CSV, RESULTS_CSV, trial_dir, write_atomically
 from sweep.record.state import SweepState, Trial, number
+from sweep.record.storage import child
 from sweep.spec.command import Program
 
 
@@ -109,15 +110,15 @@ def trial_config(spec: dict, values: dict) -> dict:
     return Program(**{**program, "command": tuple(program["command"]), "nested": nested}).args(values)
 
 
-def best_config_text(state: SweepState, trial: Trial, experiment_dir: Path) -> str:
+def best_config_text(state: SweepState, trial: Trial, experiment: str | Path) -> str:
     spec = state.spec
     best = trial.best(state.metric, state.mode)
     where = "its summary" if best.step is None else f"{spec['unit']} {best.step} of {trial.steps}"
     if spec["program"] is not None:
-        how = f"# The program's arguments: `sweep final {experiment_dir}` runs it with them.\n"
+        how = f"# The program's arguments: `sweep final {experiment}` runs it with them.\n"
     else:
-        how = (f"# A complete run config: `sweep final {experiment_dir}`, or\n"
-               f"#   python training/run_experiment.py --config {experiment_dir / BEST_CONFIG}\n")  # fmt: skip
+        how = (f"# A complete run config: `sweep final {experiment}`, or\n"
+               f"#   python training/run_experiment.py --config {child(str(experiment), BEST_CONFIG)}\n")  # fmt: skip
     header = (
         f"# Best trial {trial.number} of sweep '{spec['name']}' ({spec['source']}): {state.metric}={best.value} "
         f"at {where} ({trial.status.value}).\n{how}"
@@ -125,12 +126,14 @@ def best_config_text(state: SweepState, trial: Trial, experiment_dir: Path) -> s
     return header + yaml.safe_dump(trial_config(spec, trial.params), sort_keys=False)
 
 
-def write_exports(experiment_dir: Path, state: SweepState) -> None:
+def write_exports(experiment_dir: Path, state: SweepState, where: str | None = None) -> None:
+    """The exports, into `experiment_dir` (the experiment's local directory); `where`: the experiment as its
+    commands name it, where that is another (a URI)."""
     write_atomically(experiment_dir / RESULTS_CSV, csv_text(results_rows(state)))
     write_atomically(experiment_dir / EPOCHS_CSV, csv_text(epochs_rows(state)))
     best = state.best()
     if best is not None:
-        write_atomically(experiment_dir / BEST_CONFIG, best_config_text(state, best, experiment_dir))
+        write_atomically(experiment_dir / BEST_CONFIG, best_config_text(state, best, where or experiment_dir))
 
 
 def write_tensorboard(experiment_dir: Path, trial: Trial) -> None:

@@ -32,9 +32,11 @@ def metric_text(value: float) -> str:
 
 
 class ProgressView:
-    def __init__(self, state: SweepState, stream=None):
+    def __init__(self, state: SweepState, stream=None, on_refresh=None):
+        """`on_refresh`: called on each of Tune's steps (the driver uploads a remote experiment's record)."""
         self.state = state
         self.stream = stream or sys.stdout
+        self.on_refresh = on_refresh
         self.before = {t.number for t in state.ended()}  # a resumed sweep's
         self.done = len(self.before)
         self.start = self.last_status = time.monotonic()
@@ -96,6 +98,8 @@ class ProgressView:
         return ", ".join(parts)
 
     def refresh(self, force: bool = False) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh()
         now = time.monotonic()
         if self.bar is not None:
             if force or now - self.last_status >= REDRAW_EVERY_S:

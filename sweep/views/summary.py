@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sweep.record.files import BEST_CONFIG, RESULTS_CSV
 from sweep.record.state import Status, SweepState
+from sweep.record.storage import child
 from sweep.views.exports import results_rows
 from sweep.views.progress import metric_text, short
 
 
-def summary_lines(state: SweepState, experiment_dir: Path) -> list[str]:
+def summary_lines(state: SweepState, experiment: str) -> list[str]:
+    """`experiment`: where it is (a directory or a URI)."""
     counts = ", ".join(f"{state.count(status)} {status.value}" for status in Status if status != Status.RUNNING)
     retries = sum(t.retries for t in state.trials.values())
     lines = [f"\n{len(state.trials)} trials: {counts}" + (f"; {retries} retries of lost trials" if retries else "")]
     lines += [f"  FAILED trial {t.number}: {t.reason}" for t in state.trials.values() if t.status == Status.FAILED]
-    lines.append(f"results:     {experiment_dir / RESULTS_CSV}")
+    lines.append(f"results:     {child(experiment, RESULTS_CSV)}")
     if state.metric is None:
         lines.append("best:        none: a sweep without a metric has no best (results.csv lists what each logged)")
         return lines
@@ -37,8 +37,8 @@ def summary_lines(state: SweepState, experiment_dir: Path) -> list[str]:
     params = ", ".join(f"{name}={short(best.params.get(name))}" for name in state.spec["params"])
     lines.append(f"best trial {best.number}: {params}")
     lines.append(f"  {state.metric}={metric_text(value.value)} {where}, {ran} run{note}")
-    lines.append(f"best config: {experiment_dir / BEST_CONFIG}")
-    lines.append(f"final run:   sweep final {experiment_dir}")
+    lines.append(f"best config: {child(experiment, BEST_CONFIG)}")
+    lines.append(f"final run:   sweep final {experiment}")
     return lines
 
 
