@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warm-start", action="append", default=[], metavar="DIR",
                      help="start the search from an earlier sweep's ended trials (repeatable)")  # fmt: skip
     run.add_argument("--final", action="store_true", help="after the sweep, train the best config and test it")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the sweep of that --name if it exists (KubeRay's retries)"
+    )
     run.add_argument("--verbose", action="store_true", help="every trial's own output in the terminal too")
 
     resume = commands.add_parser(
@@ -107,7 +110,10 @@ def cmd_run(args) -> int:
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    experiment = open_new(Experiment(child(args.storage_path, name)))
+    experiment = Experiment(child(args.storage_path, name))
+    if args.resume and experiment.exists():
+        return resume_existing(args, spec, experiment)
+    experiment = open_new(experiment)
     with claim(experiment.local, new=True):  # before Ray starts: a directory in use is one line at once
         ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host,
                              runtime_env=shipped_program(spec, experiment.remote is not None))  # fmt: skip
@@ -124,6 +130,29 @@ def cmd_run(args) -> int:
         finally:
             ray_start.shutdown()  # while the report is drawn
         return conclude(result)
+
+
+def resume_existing(args, spec, experiment) -> int:
+    """`run --resume` of a sweep that exists: its resume, if the file is still the one it runs."""
+    from sweep.record.state import read
+    from sweep.record.storage import local_copy
+
+    _, local = local_copy(experiment.uri)
+    recorded = read(local, live=False).spec
+    experiment.close()
+    if same_sweep(recorded) != same_sweep(spec.resolved()):
+        raise UserError(f"{experiment} holds a sweep of another file or flags: `sweep resume {experiment} --spec "
+                        f"{args.space}` goes on with this one")  # fmt: skip
+    resume = argparse.Namespace(experiment_dir=experiment.uri, num_samples=None, spec=None, address=args.address,
+                                verbose=args.verbose)  # fmt: skip
+    return cmd_resume(resume)
+
+
+def same_sweep(resolved: dict) -> dict:
+    """What makes two runs the same sweep: all but where its file and its program's directory were (a Ray
+    Job that KubeRay retries runs in a new copy of its working_dir)."""
+    program = resolved["program"] and {**resolved["program"], "cwd": None}
+    return {**resolved, "source": None, "program": program}
 
 
 def open_new(experiment):

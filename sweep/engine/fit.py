@@ -145,7 +145,10 @@ def resume_sweep(experiment: Experiment, *, grow_to: int | None = None, edited: 
     kind = trials_of(spec)
     data = kind.load()
     shipped = shipped_program(spec, experiment.remote is not None)
-    ray_start = RayStart(address or state.address, log_to_driver=verbose, runtime_env=shipped)
+    # The cluster to continue on: the one named, else a Ray Job's own (RAY_ADDRESS: after KubeRay's retry on
+    # a new cluster, the one the sweep ran on is gone), else the one it ran on, else a local Ray.
+    address = address or os.environ.get("RAY_ADDRESS") or state.address
+    ray_start = RayStart(address, log_to_driver=verbose, runtime_env=shipped)
     try:
         context = ray_start.result()
         log.write("resume", num_samples=spec.num_samples)

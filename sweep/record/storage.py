@@ -48,6 +48,8 @@ def filesystem(uri: str):
 
 def problem(uri: str, exc: Exception) -> UserError:
     line = str(exc).splitlines()[0]
+    if "AWS Error" in line:  # S3's own words, less pyarrow's preamble and the request's id
+        line = "AWS Error" + line.split("AWS Error", 1)[1].split(" (Request ID")[0]
     return UserError(f"{uri}: {line} (credentials come from the environment, e.g. AWS_ACCESS_KEY_ID and "
                      "AWS_SECRET_ACCESS_KEY; the endpoint from the URI's endpoint_override)")  # fmt: skip
 

@@ -51,7 +51,7 @@ class ReportToTune(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         for report in self.reports:  # continued from a checkpoint: its epochs, which the record may lack
-            tune.report(report)
+            tune.report(reports.replayed(report))
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_start = time.perf_counter()
