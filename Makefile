@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint
+.PHONY: install run test bench-smoke lint
 install: $(VENV)/.installed
 
 # editable_mode=compat: the project's directory on sys.path (a .pth line), not setuptools' import hook, which
@@ -20,6 +20,10 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# Each benchmark's --smoke-test on small inputs, checked for what it promises (not its timings): ~5 min on 2 cores.
+bench-smoke: install
+	$(PY) -m pytest benchmarks/test_smoke.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

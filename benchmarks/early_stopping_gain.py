@@ -5,38 +5,34 @@
   (3) random search, no early stopping
 
     python benchmarks/early_stopping_gain.py               # full Fashion-MNIST, 16 trials of up to 9 epochs
-    python benchmarks/early_stopping_gain.py --smoke-test  # the MNIST sample, 4 short trials
+    python benchmarks/early_stopping_gain.py --smoke-test  # the MNIST sample, 8 trials of up to 3 epochs
 
-Prints the epochs each trained and the best val_acc each found: the target is (1)/(3) epochs <= 0.5
-with the best val_acc within 0.5 points.
+Prints the epochs each trained and the best val_acc each found, from each sweep's record: the target is
+(1)/(3) epochs <= 0.5 with the best val_acc within 0.5 points.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import add_sweep_options, run_sweep, storage
+from sweep.record.state import Status
 
 
 def base_space(args) -> dict:
-    if args.smoke_test:
+    metric = {"name": "val_acc", "goal": "maximize"}
+    if args.smoke_test:  # lr down to 1e-6: trials that learn nothing, for ASHA to stop
         return {
+            "metric": metric,
             "run": {"data_class": "MNISTSample", "max_epochs": 3},
             "parameters": {
                 "fc1": {"values": [32, 64]},
                 "lr": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1e-2},
             },
-            "search": {"num_samples": 4, "seed": args.seed},
+            "search": {"num_samples": 8, "seed": args.seed},
         }
     return {
+        "metric": metric,
         "run": {"data_class": "FashionMNIST", "max_epochs": 9},  # ASHA rungs at epochs 1, 3 and 9
         "parameters": {
             "fc1": {"values": [128, 256, 512, 1024]},
@@ -68,37 +64,25 @@ def variants(args) -> dict[str, dict]:
     }
 
 
-def run(space: dict, tmp: Path, name: str) -> tuple[list[dict], float]:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, **space}))
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "run", str(path), "--storage-path", str(tmp), "--name", name],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        sys.exit(f"sweep {name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    with open(tmp / name / "results.csv") as f:
-        return list(csv.DictReader(f)), time.perf_counter() - started
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke-test", action="store_true")
+    add_sweep_options(parser)
     args = parser.parse_args()
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with storage(args.storage_path) as folder:
         for index, (label, space) in enumerate(variants(args).items()):
-            rows, wall = run(space, Path(tmp), f"variant{index + 1}")
-            epochs = sum(int(row["epochs"]) for row in rows)
-            best = max(float(row["val_acc"]) for row in rows)
+            state, wall = run_sweep(space, folder, f"variant{index + 1}", address=args.address)
+            trials = state.trials.values()
+            epochs = sum(trial.steps for trial in trials)
+            best = state.best().value(state.metric, state.mode)
+            stopped = sum(trial.status == Status.STOPPED for trial in trials)
             results[label] = (epochs, best)
             print(
-                f"{label:<28} {len(rows)} trials, {epochs:3d} epochs trained, best val_acc {best:.4f}, {wall:.0f} s",
+                f"{label:<28} {len(trials)} trials ({stopped} stopped early), {epochs:3d} epochs trained, "
+                f"best val_acc {best:.4f}, {wall:.0f} s",
                 flush=True,
             )
     (pruned_epochs, pruned_best), (completed_epochs, completed_best), (full_epochs, full_best) = results.values()

@@ -7,13 +7,14 @@
       fused Adam as (b): the limit
 
     python benchmarks/epoch_speed.py              # prints b/c (target <= 1.15 on CPU) and a/b (>= 2.5)
-    python benchmarks/epoch_speed.py --smoke-test # tiny sizes, for CI
+    python benchmarks/epoch_speed.py --smoke-test # tiny sizes, for `make bench-smoke`
 
 Each way runs --epochs epochs; the first is warm-up, a run's figure is the median of the others.
 (a) runs first; then (b) runs --repeats times, each between two runs of (c): c b c b ... c. b/c is the
 median over the (b) runs of b against the mean of the two (c) runs around it, so that this shared
 machine's slow spells, which come and go over tens of seconds and move an epoch by up to 30%, hit both
-sides of each ratio alike.
+sides of each ratio alike. Each run prints the val_acc it reached: the three ways train the same model on
+the same images, so a way that stopped learning (and got faster for it) shows there.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class SeedDataset(Dataset):
         return self.transform(image), int(self.labels[index])
 
 
-def seed_pipeline(raw: dict, args, device: str) -> list[float]:
+def seed_pipeline(raw: dict, args, device: str) -> tuple[list[float], float]:
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
     train_loader = DataLoader(SeedDataset(*raw["train"], transform), batch_size=args.batch_size, shuffle=True)
     val_loader = DataLoader(SeedDataset(*raw["val"], transform), batch_size=args.batch_size)
@@ -119,10 +120,10 @@ def seed_pipeline(raw: dict, args, device: str) -> list[float]:
         callbacks=[timer],
     )
     trainer.fit(SeedLitModel(model, num_classes=10), train_loader, val_loader)
-    return timer.seconds
+    return timer.seconds, trainer.callback_metrics["val_acc"].item()
 
 
-def our_trial(splits, args, device: str) -> list[float]:
+def our_trial(splits, args, device: str) -> tuple[list[float], float]:
     timer = EpochTimer()
     config = resolve_config(
         {
@@ -135,11 +136,11 @@ def our_trial(splits, args, device: str) -> list[float]:
         },
         "bench",
     )
-    train(config, splits=splits, callbacks=[timer], quiet=True)
-    return timer.seconds
+    metrics = train(config, splits=splits, callbacks=[timer], quiet=True)
+    return timer.seconds, metrics["val_acc"]
 
 
-def raw_loop(splits, args, device: str) -> list[float]:
+def raw_loop(splits, args, device: str) -> tuple[list[float], float]:
     torch.manual_seed(0)
     x_train, y_train = (torch.from_numpy(a).to(device) for a in (splits.x_train, splits.y_train))
     x_val, y_val = (torch.from_numpy(a).to(device) for a in (splits.x_val, splits.y_val))
@@ -162,9 +163,9 @@ def raw_loop(splits, args, device: str) -> list[float]:
                 (model(x_val[i : i + args.batch_size]).argmax(1) == y_val[i : i + args.batch_size]).sum()
                 for i in range(0, len(y_val), args.batch_size)
             )
-        float(correct)  # wait for the device
+        val_acc = float(correct) / len(y_val)  # float(): waits for the device
         seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds, val_acc
 
 
 def load(args):
@@ -206,9 +207,10 @@ def main():
     for name, fn, data in [("a", seed_pipeline, raw)] + plan:
         if name == "c":
             skip_nvml_probe_without_driver()
-        epochs = fn(data, args, device)
+        epochs, val_acc = fn(data, args, device)
         runs[name].append(statistics.median(epochs[1:]))
-        print(f"  ({name}) {fn.__name__:<14} epochs: {', '.join(f'{s:.2f}' for s in epochs)} s", flush=True)
+        print(f"  ({name}) {fn.__name__:<14} epochs: {', '.join(f'{s:.2f}' for s in epochs)} s, val_acc {val_acc:.4f}",
+              flush=True)  # fmt: skip
     b_over_c = [
         b / ((c_before + c_after) / 2)
         for b, c_before, c_after in zip(runs["b"], runs["c"], runs["c"][1:], strict=False)

@@ -9,5 +9,5 @@ cp /usr/share/datasets/fashion-mnist/*.gz data/downloaded/FashionMNIST/raw/
 grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl "ray==2.60.0" optuna alembic sqlalchemy colorlog mako greenlet
+  -d .whl "ray==2.60.0" "optuna>=5.1,<5.2" alembic sqlalchemy colorlog mako greenlet
 du -sh data/downloaded .whl

@@ -1,17 +1,18 @@
 """How much of a sweep's wall time is training: a grid of 12 fixed configurations on full Fashion-MNIST,
-no early stopping, run through the real command line (`python -m sweep run`, Ray's start included).
+no early stopping, run through the real command line (`sweep run`, Ray's start included: always a local Ray).
 
     python benchmarks/sweep_efficiency.py                        # CPU: 2 trials at a time on 2 cores
     python benchmarks/sweep_efficiency.py --trials 36            # the same 12 configurations x 3 dropouts
     python benchmarks/sweep_efficiency.py --gpus-per-trial 0.25  # GPU: 4 trials share one GPU
     python benchmarks/sweep_efficiency.py --quickstart 300       # 300 trials of 2 epochs (~0.3 s each)
-    python benchmarks/sweep_efficiency.py --smoke-test           # tiny sizes, for CI
+    python benchmarks/sweep_efficiency.py --smoke-test           # 4 one-epoch trials, for `make bench-smoke`
 
-efficiency = (sum over trials of their epoch times, training and validation only)
+efficiency = (sum over trials of their epoch times, training and validation only, from the sweep's record)
              / (trials at a time x wall time of the whole command)
 fixed cost per trial = (trials at a time x wall time - sum of epoch times) / trials
 Peak memory is the proportional set size (PSS: shared pages counted once) of the command's process tree,
-Ray's processes and trial workers included, sampled every second.
+Ray's processes and trial workers included (the peak names how many trial workers it caught), sampled every
+second.
 
 After the sweep it measures the floor that any Ray Tune + Lightning sweep pays once, whatever the tool:
 a fresh Python starts a local Ray with its dashboard, starts as many workers as the sweep ran trials at
@@ -23,19 +24,15 @@ that this same sweep could have had.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, TRIAL_WORKER, add_sweep_options, process_tree, storage, sweep_command
+from sweep.record.state import read
 
 
 def space(args) -> dict:
@@ -75,27 +72,11 @@ def space(args) -> dict:
     }
 
 
-def process_tree(root_pid: int) -> list[int]:
-    """root_pid and all its descendants, from /proc (Ray's processes and workers descend from the driver)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ...
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
-
-
 def tree_pss_bytes(root_pid: int) -> dict[str, int]:
-    """PSS in bytes of each process in the tree, by 'pid name'."""
+    """PSS in bytes of each process in the tree (a local Ray's processes and workers descend from the
+    driver), by 'pid name'."""
     sizes = {}
-    for pid in process_tree(root_pid):
+    for pid in process_tree([root_pid]):
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
             with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -105,24 +86,16 @@ def tree_pss_bytes(root_pid: int) -> dict[str, int]:
     return sizes
 
 
-def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, float, dict[str, int], str]:
-    command = [
-        sys.executable,
-        "-m",
-        "sweep",
-        "run",
-        str(space_path),
-        "--storage-path",
-        str(storage),
-        "--name",
-        "bench",
-        "--gpus-per-trial",
-        str(args.gpus_per_trial),
-        *(["--checkpoint-interval", str(args.checkpoint_interval)] if args.checkpoint_interval is not None else []),
-    ]
+def run_sweep_command(space: dict, folder: Path, args) -> tuple[float, float, dict[str, int], int, str]:
+    """(wall seconds, start as epoch seconds, PSS of each process at the peak, trial workers among them, output)."""
+    flags = ["--gpus-per-trial", str(args.gpus_per_trial)]
+    if args.checkpoint_interval is not None:
+        flags += ["--checkpoint-interval", str(args.checkpoint_interval)]
+    command = sweep_command(space, folder, "bench", *flags)
     started, started_epoch = time.perf_counter(), time.time()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak: dict[str, int] = {}
+    peak_workers = 0
     output = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
@@ -130,13 +103,14 @@ def run_sweep_command(space_path: Path, storage: Path, args) -> tuple[float, flo
         sizes = tree_pss_bytes(process.pid)
         if sum(sizes.values()) > sum(peak.values()):
             peak = sizes
+            peak_workers = sum(key.split(" ", 1)[1] == TRIAL_WORKER for key in sizes)
         time.sleep(1.0)  # reading smaps costs CPU that the trials need: not more often
     wall = time.perf_counter() - started
     reader.join()
     text = "".join(output)
     if process.returncode != 0:
         sys.exit(f"the sweep failed (exit {process.returncode}):\n{text[-3000:]}")
-    return wall, started_epoch, peak, text
+    return wall, started_epoch, peak, peak_workers, text
 
 
 # Run in a fresh Python by measure_floor(): prints "ready <epoch seconds>" and "stopped <seconds>".
@@ -145,7 +119,7 @@ import os, sys, time
 import ray
 
 workers, gpus = int(sys.argv[1]), float(sys.argv[2])
-ray.init(include_dashboard=True, logging_level="ERROR")  # as `python -m sweep run` starts a local Ray
+ray.init(include_dashboard=True, logging_level="ERROR")  # as `sweep run` starts a local Ray
 
 
 # Tune creates trial actors with runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}, which keeps Ray from
@@ -165,7 +139,7 @@ for actor in actors:  # as Tune ends its trial actors before the sweep ends: els
     ray.kill(actor)
 ray.shutdown()
 print("stopped", time.time() - start, flush=True)
-os._exit(0)  # as `python -m sweep` exits: torch's interpreter teardown adds ~1.5 s and nothing else
+os._exit(0)  # as `sweep` exits: torch's interpreter teardown adds ~1.5 s and nothing else
 """
 
 
@@ -207,36 +181,35 @@ def main():
         "--quickstart", type=int, metavar="N", help="instead: N trials of 2 epochs on the MNIST sample (e.g. 300)"
     )
     parser.add_argument("--checkpoint-interval", type=float, help="passed to sweep run (default: its own, 60 s)")
+    add_sweep_options(parser, address=False)  # a local Ray: its start, and its processes' memory, are measured
     args = parser.parse_args()
     spec = space(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        space_path = Path(tmp) / "space.yaml"
-        space_path.write_text(yaml.safe_dump(spec))
-        wall, started, peak, output = run_sweep_command(space_path, Path(tmp), args)
-        with open(Path(tmp) / "bench" / "results.csv") as f:
-            rows = list(csv.DictReader(f))
+    with storage(args.storage_path) as folder:
+        wall, started, peak, peak_workers, output = run_sweep_command(spec, folder, args)
+        trials = list(read(folder / "bench").trials.values())
     concurrency = int(re.search(r"trials, (\d+) at a time", output).group(1))
-    training = sum(float(row["train_time_s"]) for row in rows)
-    per_trial = [float(row["train_time_s"]) for row in rows]
+    per_trial = [trial.train_time_s for trial in trials]
+    training = sum(per_trial)
     data_mb = dataset_bytes(spec["run"]["data_class"]) / 2**20
     print(
-        f"sweep_efficiency: {len(rows)} trials ({', '.join(sorted({r['status'] for r in rows}))}), "
+        f"sweep_efficiency: {len(trials)} trials ({', '.join(sorted({t.status.value for t in trials}))}), "
         f"{spec['run']['data_class']}, {concurrency} at a time, --gpus-per-trial {args.gpus_per_trial:g}"
     )
     print(
-        f"  wall time of `python -m sweep run`: {wall:.1f} s; training per trial {min(per_trial):.1f}-"
+        f"  wall time of `sweep run`: {wall:.1f} s; training per trial {min(per_trial):.1f}-"
         f"{max(per_trial):.1f} s, {training:.1f} s in all"
     )
-    starts = [datetime.fromisoformat(row["start"]).timestamp() for row in rows]
-    ends = [start + float(row["duration_s"]) for start, row in zip(starts, rows, strict=True)]
-    in_trials = sum(float(row["duration_s"]) - float(row["train_time_s"]) for row in rows)
-    idle_slots = concurrency * (max(ends) - min(starts)) - sum(float(row["duration_s"]) for row in rows)
+    starts = [trial.started for trial in trials]
+    ends = [trial.ended for trial in trials]
+    durations = [end - start for start, end in zip(starts, ends, strict=True)]
+    in_trials = sum(durations) - training
+    idle_slots = concurrency * (max(ends) - min(starts)) - sum(durations)
     print(f"efficiency = {training / (concurrency * wall):.2f}   (target >= 0.80 CPU, >= 0.70 with 4 trials per GPU)")
-    print(f"fixed cost per trial = {(concurrency * wall - training) / len(rows):.2f} s   (target <= 1 s)")
+    print(f"fixed cost per trial = {(concurrency * wall - training) / len(trials):.2f} s   (target <= 1 s)")
     print(
         f"  where the rest went: {min(starts) - started:.1f} s before the first trial started (imports, Ray, "
         f"data, worker start), {started + wall - max(ends):.1f} s after the last ended; between them "
-        f"{in_trials / len(rows):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
+        f"{in_trials / len(trials):.2f} s set-up per trial inside trials and {idle_slots:.1f} slot-seconds idle"
     )
     floors = [measure_floor(concurrency, args.gpus_per_trial) for _ in range(1 if args.smoke_test else 2)]
     to_ready, to_exit, stopping = min(floors, key=lambda parts: parts[0] + parts[1])
@@ -247,15 +220,15 @@ def main():
         f"{to_exit:.1f} s to exit, {stopping:.1f} s of it Ray's stop)"
     )
     print(
-        f"  paid once by any Ray Tune + Lightning sweep: at {len(rows)} trials {concurrency} at a time it alone "
-        f"is a fixed cost of {concurrency * floor / len(rows):.2f} s per trial; with only the floor around "
+        f"  paid once by any Ray Tune + Lightning sweep: at {len(trials)} trials {concurrency} at a time it alone "
+        f"is a fixed cost of {concurrency * floor / len(trials):.2f} s per trial; with only the floor around "
         f"this run's trials, efficiency would be {training / (training + concurrency * floor + in_trials):.2f} "
         f"without idle slots, {training / (training + concurrency * floor + in_trials + idle_slots):.2f} with "
         "this run's"
     )
     print(
-        f"peak memory (PSS of the process tree) = {sum(peak.values()) / 2**20:.0f} MiB in {len(peak)} processes; "
-        f"the dataset is {data_mb:.0f} MiB"
+        f"peak memory (PSS of the process tree) = {sum(peak.values()) / 2**20:.0f} MiB in {len(peak)} processes, "
+        f"{peak_workers} of them trial workers; the dataset is {data_mb:.0f} MiB"
     )
     largest = sorted(peak.items(), key=lambda item: -item[1])[:6]
     print("  largest at the peak: " + ", ".join(f"{name.split()[1]} {size / 2**20:.0f}" for name, size in largest))

@@ -3,11 +3,13 @@ Fashion-MNIST, each trial worker's memory sampled every 0.5 s, next to a fresh P
 what a worker imports (Ray, torch, Lightning, our trainer).
 
     python benchmarks/worker_memory.py               # Fashion-MNIST, fc1=1024, 2 trials of 2 epochs
-    python benchmarks/worker_memory.py --smoke-test  # the MNIST sample
+    python benchmarks/worker_memory.py --smoke-test  # the MNIST sample, for `make bench-smoke`
 
 RSS counts every page a process maps (shared libraries and the dataset in Ray's object store too);
 private is what the worker alone holds; shared is what it shares with others (the libraries' code, and
-the dataset, one copy per node). Goal (issue 17): RSS <= 600 MB per trial worker.
+the dataset, one copy per node). Goal (issue 17): RSS <= 600 MB per trial worker. Only this sweep's
+workers are sampled (those of its local Ray, or of the --address cluster's raylets on this machine), not
+those of other Rays running here.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import yaml
+from benchmarks.harness import (
+    ROOT,
+    add_sweep_options,
+    cluster_raylets,
+    process_tree,
+    storage,
+    sweep_command,
+    trial_workers,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-IMPORTS = "import ray, torch, pytorch_lightning, sweep.trial_callbacks"
+IMPORTS = "import ray, torch, pytorch_lightning, sweep.trials.trainer_worker"
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -39,30 +47,18 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss": values["Rss"], "private": private, "shared": values["Rss"] - private}
 
 
-def trial_workers() -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmdline.read_bytes().startswith(b"ray::ImplicitFunc"):
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def sweep_peaks(args, tmp: Path) -> dict[int, dict[str, float]]:
+def sweep_peaks(args, folder: Path) -> dict[int, dict[str, float]]:
     """The largest RSS each trial worker reached during a sweep, with its private and shared parts then."""
     run = {"data_class": "MNISTSample" if args.smoke_test else "FashionMNIST", "max_epochs": 2, "fc1": 1024}
-    space = {"name": "worker_memory", "method": "grid", "run": run, "parameters": {"lr": {"values": [1e-3, 3e-3]}}}
-    path = tmp / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    command = [sys.executable, "-m", "sweep", "run", str(path), "--storage-path", str(tmp), "--name", "memory"]
+    space = {"method": "grid", "run": run, "parameters": {"lr": {"values": [1e-3, 3e-3]}}}
+    command = sweep_command(space, folder, "worker_memory", address=args.address)
+    raylets = cluster_raylets(args.address) if args.address else []
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peaks: dict[int, dict[str, float]] = {}
 
     def sample():
         while process.poll() is None:
-            for pid in trial_workers():
+            for pid in trial_workers(process_tree(raylets or [process.pid])):
                 try:
                     now = memory_mb(pid)
                 except OSError:
@@ -90,9 +86,10 @@ def imports_alone() -> dict[str, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke-test", action="store_true", help="the MNIST sample")
+    add_sweep_options(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        peaks = sweep_peaks(args, Path(tmp))
+    with storage(args.storage_path) as folder:
+        peaks = sweep_peaks(args, folder)
     floor = imports_alone()
     dataset = "MNISTSample" if args.smoke_test else "FashionMNIST"
     print(f"worker_memory: {len(peaks)} trial worker(s), 2 trials of 2 epochs, fc1=1024, {dataset}")

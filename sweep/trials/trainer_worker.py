@@ -155,6 +155,8 @@ def train_trial(values: dict, *, spec, splits: Splits, files: TrialFiles) -> Non
     callback = ReportToTune(files, spec.checkpoint_interval_s)
     # Concurrent trials each get their share of the cores instead of all fighting for all of them.
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
+    if torch.cuda.is_available():  # the peak of this trial's, not of the trials its worker ran before
+        torch.cuda.reset_peak_memory_stats()
     try:
         train(
             spec.trial_config(values),
