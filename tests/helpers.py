@@ -277,18 +277,23 @@ class S3:
         """s3://BUCKET/PATH with the endpoint in the query, as pyarrow needs it."""
         return f"s3://{bucket}/{path}?endpoint_override={self.endpoint}&region=us-east-1"
 
-    def objects(self, path: str = "") -> dict[str, bytes]:
-        """Every object under runs/PATH, with its bytes."""
+    def objects(self, path: str = "", names=None) -> dict[str, bytes]:
+        """Every object under runs/PATH (or those of `names` only), with its bytes."""
         import pyarrow.fs
 
         os.environ.update(self.env)  # pyarrow reads the keys from the environment, as the commands do
         fs, root = pyarrow.fs.FileSystem.from_uri(self.uri(path))
+        listed = self.names(path) if names is None else [n for n in names if n in self.names(path)]
+        return {name: fs.open_input_stream(f"{root}/{name}").read() for name in listed}
+
+    def names(self, path: str = "") -> list[str]:
+        """The objects under runs/PATH, by name (no bytes read)."""
+        import pyarrow.fs
+
+        os.environ.update(self.env)
+        fs, root = pyarrow.fs.FileSystem.from_uri(self.uri(path))
         infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-        return {
-            info.path.removeprefix(f"{root}/"): fs.open_input_stream(info.path).read()
-            for info in infos
-            if info.type == pyarrow.fs.FileType.File
-        }
+        return [i.path.removeprefix(f"{root}/") for i in infos if i.type == pyarrow.fs.FileType.File]
 
 
 @contextlib.contextmanager

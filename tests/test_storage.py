@@ -66,25 +66,30 @@ def first_cluster(s3):
 
 
 def test_a_program_sweep_runs_on_both_nodes_from_its_shipped_directory(s3, first_cluster):
-    """The program's directory reaches the nodes through Ray (runtime_env working_dir): nothing of the
-    repository is read from its path; each trial's output lands in the bucket."""
+    """A bash program that prints name=value lines (no W&B). Its directory reaches the nodes through Ray
+    (runtime_env working_dir): nothing of the repository is read from its path; each trial's output lands
+    in the bucket, and, with --verbose, in the terminal too."""
     cluster = first_cluster
     run = sweep_cli("run", "tests/spaces/program_stdout.yaml", "--address", cluster.address, "--storage-path",
-                    s3.uri("programs"), "--name", "sweep", cwd=ROOT, env=cluster.env)  # fmt: skip
+                    s3.uri("programs"), "--name", "sweep", "--verbose", cwd=ROOT, env=cluster.env)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     objects = s3.objects("programs/sweep")
     assert RECORDED <= set(objects)
     state = record_of(objects)
     assert [t.status for t in state.trials.values()] == [Status.COMPLETED] * 4
     assert {t.node for t in state.trials.values()} == set(cluster.nodes)
+    values = {t.params["lr"]: t.value("val_loss", "min") for t in state.trials.values()}
+    assert values == pytest.approx({lr: 1 / (5 * lr * 100) for lr in (0.01, 0.02, 0.05, 0.1)}, abs=1e-4)
     for trial in state.trials.values():
         log = objects[f"trials/{trial.number:04d}/output.log"].decode()
-        assert f"epoch=5 val_loss={trial.value('val_loss', 'min'):.4f}" in log
+        assert f"epoch=5 val_loss={trial.value('val_loss', 'min'):.4f}" in log and trial.steps == 4  # rows 0..4
+    # --verbose: the programs' output too (Ray forwards it a little later: the last trial's may come too late)
+    assert "starting with lr=" in run.stdout and "epoch=1 val_loss=" in run.stdout
     assert f"experiment directory {s3.uri('programs/sweep')}" in run.stdout.splitlines()[0]
     assert f"results:     {s3.uri('programs/sweep/results.csv')}" in run.stdout
 
 
-ENTRYPOINT = (f"{SWEEP} run tests/spaces/resumable.yaml --num-samples 4 --checkpoint-interval 0 "
+ENTRYPOINT = (f"{SWEEP} run tests/spaces/resumable.yaml --num-samples 6 --checkpoint-interval 0 "
               "--storage-path '{uri}' --name sweep --resume")  # fmt: skip
 
 
@@ -98,10 +103,11 @@ def lost(s3, first_cluster):
     client, job = submit_job(first_cluster, ENTRYPOINT.format(uri=s3.uri("jobs")))
     deadline = time.monotonic() + 300
     while True:  # as the bucket has it: the record as trials end (and every 10 s), checkpoints each epoch
-        objects = s3.objects("jobs/sweep")
-        state = record_of(objects) if "events.jsonl" in objects else None
+        names = s3.names("jobs/sweep")
+        objects = s3.objects("jobs/sweep", names=["events.jsonl"])
+        state = record_of(objects) if objects else None
         ended = {f"trials/{t.number:04d}/checkpoint.ckpt" for t in state.ended()} if state else set()
-        if ended and {name for name in objects if name.endswith("checkpoint.ckpt")} - ended:
+        if ended and {name for name in names if name.endswith("checkpoint.ckpt")} - ended:
             break
         running = client.get_job_status(job) in (JobStatus.PENDING, JobStatus.RUNNING)
         assert time.monotonic() < deadline and running, job_log(client, job)
@@ -109,7 +115,7 @@ def lost(s3, first_cluster):
     kill_all([p for folder in first_cluster.temp_dirs for p in cluster_processes(folder)])
     for folder in first_cluster.temp_dirs:
         shutil.rmtree(folder, ignore_errors=True)
-    return objects
+    return names
 
 
 def test_a_sweep_whose_whole_cluster_was_lost_resumes_from_the_bucket_on_a_new_one(s3, first_cluster, lost):
@@ -122,13 +128,13 @@ def test_a_sweep_whose_whole_cluster_was_lost_resumes_from_the_bucket_on_a_new_o
         client, job = submit_job(second, ENTRYPOINT.format(uri=s3.uri("jobs")))
         status, log = job_log(client, job)
     assert status == JobStatus.SUCCEEDED, log[-3000:]
-    assert "resuming (" in log and "4 trials: 4 completed" in log
+    assert "resuming (" in log and "6 trials: 6 completed" in log
     objects = s3.objects("jobs/sweep")
     assert RECORDED <= set(objects) and not [name for name in objects if name.endswith("checkpoint.ckpt")]
     state = record_of(objects)
-    assert [t.status for t in state.trials.values()] == [Status.COMPLETED] * 4
+    assert [t.status for t in state.trials.values()] == [Status.COMPLETED] * 6
     continued = [t for t in state.trials.values() if t.attempts == 2]
-    assert continued and all([r["step"] for r in t.results] == list(range(1, 21)) for t in continued)
+    assert continued and all([r["step"] for r in t.results] == list(range(1, 13)) for t in continued)
     resumed = [e for e in events_of(objects)[[e["event"] for e in events_of(objects)].index("resume") :]
                if e["event"] == "result" and e["trial"] in {t.number for t in continued}]  # fmt: skip
     replayed = [e["step"] for e in resumed if e.get("replayed")]

@@ -112,20 +112,6 @@ def test_the_experiment_directory_holds_the_record_its_views_and_nothing_pickled
     assert not list(experiment_dir.glob("trials/*/checkpoint.ckpt"))  # ended trials keep none
 
 
-def test_trials_see_exactly_the_gpus_ray_gave_them(asha_sweep, tmp_path, ray_head):
-    """The shared node has 2 GPUs (Ray's count; this machine has none): trials that ask for none see none,
-    however many the node has; trials with half a GPU each see one, two trials to each GPU."""
-    _, experiment_dir, _ = asha_sweep
-    state = read(experiment_dir)
-    assert {r["gpus"] for t in state.trials.values() for r in t.results} == {""}
-    run, rows = sweep_run(ROOT / "tests/spaces/asha.yaml", tmp_path, "gpus", "--gpus-per-trial", "0.5",
-                          "--num-samples", "4", "--max-concurrent", "4", head=ray_head)  # fmt: skip
-    state = read(tmp_path / "gpus")
-    seen = [{r["gpus"] for r in t.results} for t in state.trials.values()]
-    assert all(len(gpus) == 1 for gpus in seen) and {g for gpus in seen for g in gpus} <= {"0", "1"}
-    assert "2 at a time" in run.stdout  # 2 CPUs: the CPUs, not the 4 half-GPUs, limit it here
-
-
 def test_sweep_best_prints_the_table_and_the_best_config(asha_sweep):
     _, experiment_dir, rows = asha_sweep
     run = sweep_cli("best", str(experiment_dir), cwd=experiment_dir)
@@ -135,8 +121,30 @@ def test_sweep_best_prints_the_table_and_the_best_config(asha_sweep):
     assert f"{experiment_dir / 'best_config.yaml'}:\n# Best trial" in run.stdout
 
 
-def test_trials_that_fail_or_diverge_end_alone_and_say_why(tmp_path, ray_head):
-    run, rows = sweep_run(ROOT / "tests/spaces/troubles.yaml", tmp_path, "troubles", head=ray_head)
+def test_trials_see_exactly_the_gpus_ray_gave_them(asha_sweep, troubles):
+    """The shared node has 2 GPUs (Ray's count; this machine has none): trials that ask for none see none,
+    however many the node has; trials with half a GPU each see one, two trials to each GPU."""
+    _, experiment_dir, _ = asha_sweep
+    assert {r["gpus"] for t in read(experiment_dir).trials.values() for r in t.results} == {""}
+    run, _, experiment_dir = troubles  # half a GPU per trial
+    state = read(experiment_dir)
+    seen = [{r["gpus"] for trial, r in state.order if trial == number} for number in state.trials]
+    seen = [gpus for gpus in seen if gpus]  # the trials that reported a step
+    assert seen and all(len(gpus) == 1 for gpus in seen) and {g for gpus in seen for g in gpus} <= {"0", "1"}
+    assert "2 at a time" in run.stdout  # 2 CPUs: the CPUs, not the 4 half-GPUs, limit it here
+
+
+@pytest.fixture(scope="module")
+def troubles(tmp_path_factory, ray_head):
+    """A grid of trials that fail and diverge beside ones that train, with half a GPU each."""
+    tmp = tmp_path_factory.mktemp("troubles")
+    run, rows = sweep_run(ROOT / "tests/spaces/troubles.yaml", tmp, "troubles", "--gpus-per-trial", "0.5",
+                          head=ray_head)  # fmt: skip
+    return run, rows, tmp / "troubles"
+
+
+def test_trials_that_fail_or_diverge_end_alone_and_say_why(troubles):
+    run, rows, experiment_dir = troubles
     rows = {(row["precision"], float(row["lr"])): row for row in rows}
     assert {k: row["status"] for k, row in rows.items()} == {
         ("32-true", 1e6): "diverged", ("32-true", 0.05): "completed",
@@ -150,7 +158,7 @@ def test_trials_that_fail_or_diverge_end_alone_and_say_why(tmp_path, ray_head):
     diverged = rows[("32-true", 1e6)]
     assert diverged["epochs"] in ("0", "1") and diverged["val_acc"] == ""
     assert float(rows[("32-true", 0.05)]["val_acc"]) > 0.5
-    study = load_study(tmp_path / "troubles", "troubles_test")
+    study = load_study(experiment_dir, "troubles_test")
     states = {(t.params["precision"], t.params["lr"]): t.state.name for t in study.trials}
     assert states == {("32-true", 1e6): "PRUNED", ("32-true", 0.05): "COMPLETE",
                       ("64-bits", 1e6): "FAIL", ("64-bits", 0.05): "FAIL"}  # fmt: skip

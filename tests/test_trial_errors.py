@@ -4,11 +4,13 @@ of memory on a shared GPU, sends the trial to a fresh worker (Tune's retry). CUD
 as torch raises them, on this machine without a GPU."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from sweep.record.storage import TrialFiles
 from sweep.trials import reports
 from sweep.trials.trainer_worker import cuda_failure, training_failed
 
@@ -51,7 +53,21 @@ def failing_trial(config: dict) -> None:
         try:
             raise config["error"]
         except Exception as exc:
-            training_failed(exc, config["gpus_per_trial"], Path(config["markers"]))
+            training_failed(exc, config["gpus_per_trial"], TrialFiles(config["markers"], 0))
+
+
+@pytest.mark.parametrize(
+    "error, gpus_per_trial, raised",
+    [
+        (RuntimeError(ILLEGAL_ACCESS), 1, "its worker's CUDA context is unusable; the trial is retried on a fresh one"),
+        (torch.OutOfMemoryError("CUDA out of memory"), 0.25, "4 trials share each GPU); retried on another worker, "
+         "or give each trial more with --gpus-per-trial 0.5"),  # a shared GPU: it may pass
+    ],
+)  # fmt: skip
+def test_a_cuda_error_is_raised_again_for_tune_to_retry_on_a_fresh_worker(tmp_path, error, gpus_per_trial, raised):
+    """(Out of memory on a GPU of its own would come back: it ends the trial, as any other error does.)"""
+    with pytest.raises(RuntimeError, match=re.escape(raised)):
+        training_failed(error, gpus_per_trial, TrialFiles(str(tmp_path), 0))
 
 
 @pytest.mark.parametrize(
@@ -59,8 +75,6 @@ def failing_trial(config: dict) -> None:
     [
         (ValueError("a bug"), 1, False),
         (RuntimeError(ILLEGAL_ACCESS), 1, True),
-        (torch.OutOfMemoryError("CUDA out of memory"), 0.25, True),  # a shared GPU: it may pass
-        (torch.OutOfMemoryError("CUDA out of memory"), 1, False),  # a GPU of its own: it would come back
     ],
 )
 def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
@@ -87,7 +101,7 @@ def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
     else:  # the first trial ended with its error in its last result; its worker ran the second
         assert set(pids[0]) == set(pids[1]) and len(set(pids[0])) == 1
         assert reports.read(first.metrics)["failed"].startswith(type(error).__name__)
-        assert (tmp_path / "error.txt").read_text().startswith("Traceback")
+        assert (tmp_path / "trials" / "0000" / "error.txt").read_text().startswith("Traceback")
 
 
 def results_of(trial_path: str) -> list[dict]:

@@ -193,13 +193,20 @@ def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepStat
     study = open_study(experiment_dir, state, spec)
     view = ProgressView(state, on_refresh=lambda: experiment.push(every_s=SYNC_EVERY_S))
 
+    def trial_asked(number: int, new: bool) -> None:
+        if new:  # a new trial starts from nothing, whatever a lost run left under its number
+            experiment.remove_trial_file(number, CHECKPOINT)
+        # The record in object storage knows the trial before its worker writes there: a driver lost now
+        # leaves a record whose trials' numbers are never asked again for others.
+        experiment.push()
+
     def trial_ended(trial) -> None:
         write_exports(experiment_dir, state, experiment.uri)
         write_tensorboard(experiment_dir, trial)
         experiment.remove_trial_file(trial.number, CHECKPOINT)  # nothing to continue
         experiment.push()
 
-    run = SweepRun(spec, experiment_dir, log, state, study, kind, view, on_end=trial_ended)
+    run = SweepRun(spec, experiment_dir, log, state, study, kind, view, on_asked=trial_asked, on_end=trial_ended)
     concurrency = trial_concurrency(spec, ray.cluster_resources(), max(1, run.to_run))
     goal = f"{'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}" if spec.metric else "no metric"
     target = (

@@ -33,11 +33,12 @@ def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.B
 
 class SweepRun:
     def __init__(self, spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState, study, kind, view,
-                 on_end=None):  # fmt: skip
-        """`kind`: the trials' adapter (sweep.trials); `view`: the terminal's; `on_end(trial)`: after each
-        trial's end is recorded and told (the exports)."""
+                 on_asked=None, on_end=None):  # fmt: skip
+        """`kind`: the trials' adapter (sweep.trials); `view`: the terminal's; `on_asked(number, new)`: once a
+        trial is in the record, before Tune starts it; `on_end(trial)`: after each trial's end is recorded and
+        told (the exports)."""
         self.spec, self.experiment_dir, self.log, self.state, self.study = spec, experiment_dir, log, state, study
-        self.view, self.on_end = view, on_end
+        self.view, self.on_asked, self.on_end = view, on_asked, on_end
         # Interrupted trials go first, in number order: the rebuilt study gives them back in that order.
         self.pending = sorted((t for t in state.trials.values() if t.status not in ENDED), key=lambda t: t.number)
         self.new = max(0, spec.num_samples - len(state.trials))  # trials to ask for
@@ -70,6 +71,7 @@ class SweepRun:
             for step, value in earlier.items():  # what it reported before it was cut off
                 handle.report(value, step)
             number_, values, self.told[trial_id] = trial.number, trial.params, set(earlier)
+            new = False
         else:
             if self.new <= 0 or self.state.target_reached() is not None:
                 return FINISHED
@@ -83,8 +85,10 @@ class SweepRun:
                 if value != sampled[name]:
                     handle.set_user_attr(name, value)
             self.log.write("trial", trial=handle.number, params=values)
-            number_, self.told[trial_id] = handle.number, set()
+            number_, self.told[trial_id], new = handle.number, set(), True
             self.new -= 1
+        if self.on_asked is not None:
+            self.on_asked(number_, new)
         self.handles[trial_id] = (number_, handle)
         return {"trial": number_, "params": values}
 

@@ -89,10 +89,23 @@ def another_id_only(run):
     run.log({"loss": 1.0})
 
 
+def crash(run):
+    """Fails after one logged value, as a training script that runs out of GPU memory does (exit code 1,
+    the exception's line last on stderr, W&B's own lines after it)."""
+    print("epoch 1 done (crash)")
+    run.log({"val/loss": 0.5})
+    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (a stand-in)")
+
+
+def silent(run):
+    """Logs another name than the sweep's metric."""
+    run.log({"val_loss": 0.5})
+
+
 SCENARIOS = {
     scenario.__name__: scenario
     for scenario in [plain, commit_false_then_step, step_below_current, nested, summary_only, summary_after_training,
-                     define_metric_summaries, runs, another_id_only]
+                     define_metric_summaries, runs, another_id_only, crash, silent]
 }  # fmt: skip
 
 if __name__ == "__main__":
