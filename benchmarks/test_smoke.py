@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.checkpoint_cost import reports_by_attempt
 from benchmarks.gpu_trials import failure
 from benchmarks.harness import ROOT
-from sweep.record.events import read_events
 from sweep.record.files import CHECKPOINT, REPORT_HTML, trial_dir
 from sweep.record.state import Status, read
 from tests.helpers import RAY_ENV, load_study, ray_cluster, write_record
@@ -99,22 +99,11 @@ def test_report_speed_times_a_report_with_a_row_per_trial(ray_node, tmp_path):
     assert len(list(experiment_dir.glob("*.png"))) == 4, out  # history, parallel coordinates, importance, curves
 
 
-def reports(experiment_dir: Path) -> dict[int, list[dict]]:
-    """Trial 0's reports in each attempt (its starts on a worker), as the record has them."""
-    found, attempt = {}, 0
-    for event in read_events(experiment_dir):
-        if event["event"] == "start":
-            attempt = event["attempt"]
-        elif event["event"] == "result":
-            found.setdefault(attempt, []).append({key: event[key] for key in ("step", "metrics", "step_time_s")})
-    return found
-
-
 def test_a_checkpoint_continues_a_stopped_trial_past_its_recorded_epochs_and_none_keeps_nothing(ray_node, tmp_path):
     bench("checkpoint_cost.py", "--epoch-only", "--address", ray_node.address, "--storage-path", str(tmp_path),
           cwd=tmp_path)  # fmt: skip
     every = tmp_path / "stopped-every-epoch"
-    before, after = reports(every)[1], reports(every)[2]
+    before, after = reports_by_attempt(every)[1], reports_by_attempt(every)[2]
     recorded = before[-1]["step"]
     assert recorded >= 2, before  # stopped once the record held two epochs
     # No epoch the record held was trained again: what the continuation reports of them is what was recorded

@@ -87,7 +87,9 @@ def test_best_config_feeds_the_final_run(asha_sweep):
     assert config["lr"] == float(best["lr"]) and config["fc1"] == int(best["fc1"])
     assert parse_config(["--config", str(experiment_dir / "best_config.yaml")])["lr"] == config["lr"]
     (final_line,) = [line for line in run.stdout.splitlines() if line.startswith("final run: val_acc=")]
+    final_line, gpus = final_line.split(" (on Ray, GPUs: ")
     assert parse_metrics(final_line.removeprefix("final run: "))["test_acc"] > 0.85  # chance is 0.1
+    assert gpus == "none)"  # a CPU sweep's final run sees no GPU, though the node has 2
     assert list((experiment_dir / "final").rglob("best-*.ckpt"))
 
 
@@ -132,13 +134,15 @@ def test_trials_see_exactly_the_gpus_ray_gave_them(asha_sweep, troubles):
     seen = [gpus for gpus in seen if gpus]  # the trials that reported a step
     assert seen and all(len(gpus) == 1 for gpus in seen) and {g for gpus in seen for g in gpus} <= {"0", "1"}
     assert "2 at a time" in run.stdout  # 2 CPUs: the CPUs, not the 4 half-GPUs, limit it here
+    (final,) = [line for line in run.stdout.splitlines() if line.startswith("final run: val_acc=")]
+    assert re.search(r"\(on Ray, GPUs: [01]\)$", final)  # a GPU sweep's final run asks Ray for a whole GPU
 
 
 @pytest.fixture(scope="module")
 def troubles(tmp_path_factory, ray_head):
     """A grid of trials that fail and diverge beside ones that train, with half a GPU each."""
     tmp = tmp_path_factory.mktemp("troubles")
-    run, rows = sweep_run(ROOT / "tests/spaces/troubles.yaml", tmp, "troubles", "--gpus-per-trial", "0.5",
+    run, rows = sweep_run(ROOT / "tests/spaces/troubles.yaml", tmp, "troubles", "--gpus-per-trial", "0.5", "--final",
                           head=ray_head)  # fmt: skip
     return run, rows, tmp / "troubles"
 

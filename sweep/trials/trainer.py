@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from sweep.record.storage import TrialFiles
-from sweep.spec.spec import TRAINER_METRICS, SweepSpec
+from sweep.spec.spec import SweepSpec
 from text_recognizer.util import UserError
 
 
@@ -57,9 +57,6 @@ def trial_files(experiment: str, number: int) -> TrialFiles | None:
 
 class TrainerTrials:
     """The adapter of our trainer: what its trials report, how long they run, their trainable, the final run."""
-
-    metrics = TRAINER_METRICS
-    unit = "epoch"
 
     def __init__(self, spec: SweepSpec):
         self.spec = spec
@@ -113,8 +110,9 @@ class TrainerTrials:
         return train(config, output_dir=output, quiet=True)
 
     def final_text(self, metrics: dict) -> list[str]:
+        where = f" (on Ray, GPUs: {metrics['gpus'] or 'none'})" if "gpus" in metrics else ""
         return [f"final run checkpoint: {metrics['checkpoint']}",
-                f"final run: val_acc={metrics['val_acc']:.4f} test_acc={metrics['test_acc']:.4f}"]  # fmt: skip
+                f"final run: val_acc={metrics['val_acc']:.4f} test_acc={metrics['test_acc']:.4f}{where}"]  # fmt: skip
 
     def check_final(self, max_epochs: int | None) -> None:
         if max_epochs is not None and max_epochs < 1:
@@ -135,6 +133,7 @@ class FinalRunner:
         import text_recognizer.training  # noqa: F401
 
     def train(self, config: dict, output_dir: str) -> dict:
+        """Its metrics, and the GPUs it saw (Ray's for it)."""
         from text_recognizer.training import train
 
-        return train(config, output_dir=output_dir, quiet=True)
+        return {**train(config, output_dir=output_dir, quiet=True), "gpus": os.environ["CUDA_VISIBLE_DEVICES"]}
