@@ -94,8 +94,6 @@ def command_line_flags(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from sweep.engine.cluster import RayStart, shipped_program
-    from sweep.record.files import claim, unclaim_if_empty
     from sweep.record.storage import Experiment, child
     from sweep.spec.load import load_spec
     from sweep.spec.spec import check_flags
@@ -107,6 +105,13 @@ def cmd_run(args) -> int:
     from sweep.engine.fit import warm_trials
 
     warm_start = {earlier: warm_trials(earlier, spec) for earlier in args.warm_start}  # each one line, before Ray
+    for earlier, trials in warm_start.items():
+        if not trials:
+            spec.warnings.append(f"--warm-start {earlier}: none of its ended trials has values this sweep's space "
+                                 "can give: it starts from nothing")  # fmt: skip
+    if warm_start and spec.method != "bayes":
+        spec.warnings.append(f"--warm-start: method {spec.method} does not learn from earlier trials (bayes does): "
+                             "they are in the study, the report and the dashboard, and change no trial")  # fmt: skip
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     name = args.name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -114,6 +119,16 @@ def cmd_run(args) -> int:
     if args.resume and experiment.exists():
         return resume_existing(args, spec, experiment)
     experiment = open_new(experiment)
+    try:
+        return start_sweep(args, spec, flags, warm_start, experiment)
+    finally:
+        experiment.close()  # a mirror of one in object storage: uploaded, and gone
+
+
+def start_sweep(args, spec, flags, warm_start, experiment) -> int:
+    from sweep.engine.cluster import RayStart, shipped_program
+    from sweep.record.files import claim, unclaim_if_unstarted
+
     with claim(experiment.local, new=True):  # before Ray starts: a directory in use is one line at once
         ray_start = RayStart(args.address, log_to_driver=args.verbose, dashboard_host=args.dashboard_host,
                              runtime_env=shipped_program(spec, experiment.remote is not None))  # fmt: skip
@@ -125,7 +140,7 @@ def cmd_run(args) -> int:
                                    verbose=args.verbose, final=args.final)  # fmt: skip
             summarize(result, final=args.final)  # before Ray stops: no one waits for that
         except BaseException:
-            unclaim_if_empty(experiment.local)
+            unclaim_if_unstarted(experiment.local)
             raise
         finally:
             ray_start.shutdown()  # while the report is drawn
@@ -134,25 +149,19 @@ def cmd_run(args) -> int:
 
 def resume_existing(args, spec, experiment) -> int:
     """`run --resume` of a sweep that exists: its resume, if the file is still the one it runs."""
+    from sweep.engine.fit import same_sweep
     from sweep.record.state import read
     from sweep.record.storage import local_copy
 
-    _, local = local_copy(experiment.uri)
+    copy, local = local_copy(experiment.uri)
     recorded = read(local, live=False).spec
-    experiment.close()
+    copy.close(upload=False)
     if same_sweep(recorded) != same_sweep(spec.resolved()):
         raise UserError(f"{experiment} holds a sweep of another file or flags: `sweep resume {experiment} --spec "
                         f"{args.space}` goes on with this one")  # fmt: skip
     resume = argparse.Namespace(experiment_dir=experiment.uri, num_samples=None, spec=None, address=args.address,
                                 verbose=args.verbose)  # fmt: skip
     return cmd_resume(resume)
-
-
-def same_sweep(resolved: dict) -> dict:
-    """What makes two runs the same sweep: all but where its file and its program's directory were (a Ray
-    Job that KubeRay retries runs in a new copy of its working_dir)."""
-    program = resolved["program"] and {**resolved["program"], "cwd": None}
-    return {**resolved, "source": None, "program": program}
 
 
 def open_new(experiment):
@@ -355,7 +364,10 @@ def cmd_dashboard(args) -> int:
             raise UserError(f"port {args.port} on 127.0.0.1 is in use: pass another with --port") from None
     print(f"optuna-dashboard: http://127.0.0.1:{args.port} (the study in {journal}; Ctrl-C stops it)", flush=True)
     # 127.0.0.1 only: optuna-dashboard has no login, and its pages can edit the study.
-    run_server(journal_storage(journal), host="127.0.0.1", port=args.port)
+    try:
+        run_server(journal_storage(journal), host="127.0.0.1", port=args.port)
+    finally:
+        experiment.close(upload=False)
     return 0
 
 

@@ -97,10 +97,11 @@ def test_joining_a_token_cluster_without_token_mode_is_one_line(tmp_path, ray_he
     cluster = ray_head  # token authentication, as every `ray start` cluster of Ray 2.60
     started = time.monotonic()
     run = subprocess.run([SWEEP, "run", str(ROOT / "tests/spaces/asha.yaml"), "--address",
-                          cluster.address, "--storage-path", str(tmp_path)], cwd=tmp_path, env=env,
+                          cluster.address, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert time.monotonic() - started < 30 and run.returncode == 1 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith(f"sweep: error: the Ray cluster at {cluster.address} asks for a token") and (
         "RAY_AUTH_MODE=token" in line
     )
+    assert not any((tmp_path / "runs").iterdir())  # the sweep that never started left no directory

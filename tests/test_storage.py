@@ -82,11 +82,21 @@ def test_a_program_sweep_runs_on_both_nodes_from_its_shipped_directory(s3, first
     assert values == pytest.approx({lr: 1 / (5 * lr * 100) for lr in (0.01, 0.02, 0.05, 0.1)}, abs=1e-4)
     for trial in state.trials.values():
         log = objects[f"trials/{trial.number:04d}/output.log"].decode()
-        assert f"epoch=5 val_loss={trial.value('val_loss', 'min'):.4f}" in log and trial.steps == 4  # rows 0..4
+        assert f"epoch=5 val_loss={trial.value('val_loss', 'min'):.4f}" in log
+        assert trial.steps == 5  # rows 0..5: its first line, then one an epoch
     # --verbose: the programs' output too (Ray forwards it a little later: the last trial's may come too late)
     assert "starting with lr=" in run.stdout and "epoch=1 val_loss=" in run.stdout
     assert f"experiment directory {s3.uri('programs/sweep')}" in run.stdout.splitlines()[0]
     assert f"results:     {s3.uri('programs/sweep/results.csv')}" in run.stdout
+    # Every command takes the experiment's URI where it takes a directory.
+    uri, env = s3.uri("programs/sweep"), {**RAY_ENV, **s3.env}
+    best = sweep_cli("best", uri, cwd=ROOT, env=env)
+    assert best.returncode == 0 and f"{s3.uri('programs/sweep/best_config.yaml')}:\n# Best trial" in best.stdout
+    final = sweep_cli("final", uri, cwd=ROOT, env=env)
+    assert final.returncode == 0 and final.stdout.splitlines()[-1] == "final run: val_loss=0.02", final.stderr
+    assert "final/output.log" in s3.names("programs/sweep")
+    report = sweep_cli("report", uri, cwd=ROOT, env=env)
+    assert report.returncode == 0 and report.stdout.startswith(f"report:      {s3.uri('programs/sweep/report.html')}")
 
 
 ENTRYPOINT = (f"{SWEEP} run tests/spaces/resumable.yaml --num-samples 6 --checkpoint-interval 0 "

@@ -22,8 +22,13 @@ CHECKPOINT = "checkpoint.ckpt"  # in a trial's directory: Lightning's, with the 
 LOCK = ".sweep.lock"  # held by the driver that runs the sweep in this directory
 
 
+def trial_name(number: int) -> str:
+    """A trial's directory in the experiment's: trials/0003."""
+    return f"{TRIALS}/{number:04d}"
+
+
 def trial_dir(experiment_dir: Path, number: int) -> Path:
-    return experiment_dir / TRIALS / f"{number:04d}"
+    return experiment_dir / trial_name(number)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -93,8 +98,12 @@ def held(experiment_dir: Path) -> bool:
     return False
 
 
-def unclaim_if_empty(experiment_dir: Path) -> None:
-    """A sweep that never started (Ray failed, too few GPUs) leaves no directory behind."""
-    if experiment_dir.is_dir() and [p.name for p in experiment_dir.iterdir()] == [LOCK]:
-        (experiment_dir / LOCK).unlink()
-        experiment_dir.rmdir()
+def unclaim_if_unstarted(experiment_dir: Path) -> None:
+    """A new sweep that never asked for a trial (Ray failed to start, too few GPUs) leaves no directory behind:
+    what is in it (the lock, the file's copy, a record of no trial) is the driver's own."""
+    import shutil
+
+    from sweep.record.events import read_events  # which reads this module's names
+
+    if experiment_dir.is_dir() and not any(e["event"] == "trial" for e in read_events(experiment_dir)):
+        shutil.rmtree(experiment_dir)

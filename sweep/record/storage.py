@@ -12,16 +12,18 @@ directory (its checkpoint, a program's files) there directly (`TrialFiles`).
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from sweep.record.files import EVENTS, LOCK, TRIALS
+from sweep.record.files import EVENTS, trial_name
 from text_recognizer.util import UserError
 
 SYNC_EVERY_S = 10.0  # while trials run: what a killed driver's record can lose in the bucket
-LIVE_S = 120.0  # a record in object storage uploaded this recently: its driver runs
+LIVE_S = 120.0  # a record in object storage uploaded this recently: its driver runs (which uploads it every
+# LIVE_S / 2 at least, changed or not)
 
 
 def is_uri(location: str | Path) -> bool:
@@ -61,8 +63,9 @@ class Experiment:
         self.uri = str(location) if is_uri(location) else str(Path(location).resolve())
         self.remote = filesystem(self.uri) if is_uri(location) else None
         self.local = Path(self.uri) if self.remote is None else None
-        self.pushed: dict[str, tuple[float, int]] = {}  # local file -> (mtime, size) when last uploaded
-        self.last_push = 0.0
+        self.pushed: dict[str, tuple[float, int]] = {}  # file (relative path) -> (mtime, size) when uploaded
+        self.last_push = self.beat = 0.0  # when files were last uploaded, and the record
+        self.warned = False
 
     def __str__(self) -> str:
         return self.uri
@@ -126,37 +129,56 @@ class Experiment:
                     pyarrow.fs.copy_files(info.path, str(local / info.base_name), source_filesystem=fs)
         except OSError as exc:
             raise problem(self.uri, exc) from None
-        self.pushed = {str(p): stamp(p) for p in local.iterdir() if p.is_file()}
+        self.pushed = {p.name: stamp(p) for p in local.iterdir() if p.is_file()}
         return local
 
-    def push(self, every_s: float = 0.0) -> None:
-        """Upload the local files that changed since they were last uploaded (at most once per `every_s`)."""
+    def push(self, every_s: float = 0.0, beat: bool = False, strict: bool = False) -> None:
+        """Upload the local files that changed since they were last uploaded (at most once per `every_s`);
+        with `beat` (the running driver's), the record every LIVE_S / 2 even unchanged: readers take a record
+        that old for one whose driver ended. A failed upload is a warning, once, and is tried again next
+        time; with `strict`, one line naming it."""
         if self.remote is None or time.monotonic() - self.last_push < every_s:
             return
         import pyarrow.fs
 
         fs, path = self.remote
-        for file in sorted(p for p in self.local.rglob("*") if p.is_file() and p.name != LOCK):
-            relative = file.relative_to(self.local).as_posix()
-            if self.pushed.get(str(file)) != stamp(file) and not relative.startswith(".sweep-"):
-                pyarrow.fs.copy_files(str(file), f"{path}/{relative}", destination_filesystem=fs)
-                self.pushed[str(file)] = stamp(file)
+        files = sorted(p for p in self.local.rglob("*") if not p.name.startswith("."))  # not locks, files being written
+        try:
+            for file in files:
+                relative = file.relative_to(self.local).as_posix()
+                try:
+                    now = stamp(file)
+                    due = beat and relative == EVENTS and time.monotonic() - self.beat > LIVE_S / 2
+                    if file.is_file() and (self.pushed.get(relative) != now or due):
+                        pyarrow.fs.copy_files(str(file), f"{path}/{relative}", destination_filesystem=fs)
+                        self.pushed[relative] = now
+                        self.beat = time.monotonic() if relative == EVENTS else self.beat
+                except FileNotFoundError:  # gone since it was listed (a checkpoint removed, a file replaced)
+                    continue
+        except OSError as exc:
+            if strict:
+                raise UserError(f"{problem(self.uri, exc)}; the experiment is kept in {self.local}") from None
+            if not self.warned:
+                print(f"sweep: warning: {problem(self.uri, exc)}; uploads are tried again as the sweep goes on",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                self.warned = True
         self.last_push = time.monotonic()
 
     def remove_trial_file(self, number: int, name: str) -> None:
-        local = self.local / TRIALS / f"{number:04d}" / name
-        local.unlink(missing_ok=True)
+        (self.local / trial_name(number) / name).unlink(missing_ok=True)
         if self.remote is not None:
             fs, path = self.remote
             try:
-                fs.delete_file(f"{path}/{TRIALS}/{number:04d}/{name}")
-            except (FileNotFoundError, OSError):
+                fs.delete_file(f"{path}/{trial_name(number)}/{name}")
+            except OSError:  # none there
                 pass
 
-    def close(self) -> None:
-        """A mirror goes once all is uploaded: the bucket holds the experiment."""
+    def close(self, upload: bool = True) -> None:
+        """A mirror goes once all is uploaded (but for a reader that changed nothing of the experiment's, as
+        the dashboard, whose page can edit its copy of the study): the bucket holds the experiment."""
         if self.remote is not None and self.local is not None:
-            self.push()
+            if upload and self.local.is_dir():  # (a sweep that never started removed it: nothing to upload)
+                self.push(strict=True)
             shutil.rmtree(self.local.parent, ignore_errors=True)
             self.local = None
 
@@ -172,9 +194,9 @@ class TrialFiles:
 
     def __init__(self, experiment_uri: str, number: int):
         self.number = number
-        self.uri = child(experiment_uri, f"{TRIALS}/{number:04d}")  # for messages
+        name = trial_name(number)
+        self.uri = child(experiment_uri, name)  # for messages
         self.remote = filesystem(experiment_uri) if is_uri(experiment_uri) else None
-        name = f"{TRIALS}/{number:04d}"
         if self.remote is None:
             self.folder = Path(experiment_uri) / name
         else:
