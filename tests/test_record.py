@@ -54,6 +54,10 @@ def test_the_record_is_json_whose_torn_last_line_is_skipped_and_cut_before_the_n
         f.write("not json\n{}\n")
     with pytest.raises(UserError, match=r"events.jsonl: line 4 is not a JSON event; the record is damaged"):
         read_events(tmp_path)
+    # JSON, but not a record's: the result of a trial never asked for.
+    with pytest.raises(UserError, match=r"s/events.jsonl: line 2 \('result'\) does not follow from the lines before "
+                                        r"it \(AttributeError: .*\): not a record this version can read$"):  # fmt: skip
+        write_record(tmp_path / "s", SPACE, epochs(3, [0.5]))
 
 
 def test_each_trials_end_is_on_disk_when_the_write_returns(tmp_path, monkeypatch):
@@ -86,19 +90,26 @@ def test_files_are_written_whole_with_the_users_umask_and_the_directory_is_locke
 
 
 def test_status_value_best_and_the_target_have_one_definition(tmp_path):
-    """Trial 0 reaches the target, then fails: the target was reached (no trial starts after it), but a
-    failed trial is never the best. An interrupted trial counts with what it reached."""
+    """Trial 0 reaches the target, then fails: a failed trial is neither the best nor the one that reached
+    the target (the sweep goes on). An interrupted trial counts with what it reached; of two that reached
+    the target, the first to reach it."""
     events = [trial(0), start(0), *epochs(0, [0.9, 0.96]), end(0, "failed", "RuntimeError: boom")]
     events += [trial(1), start(1), *epochs(1, [0.8, 0.93, 0.91])]  # the driver was killed here
     state = write_record(tmp_path / "sweep", SPACE, events)
     first, second = state.trials[0], state.trials[1]
     assert (first.status, first.reason, second.status) == (Status.FAILED, "RuntimeError: boom", Status.INTERRUPTED)
     assert first.value("val_acc", "max") == 0.96 and second.best("val_acc", "max").step == 2
-    assert state.best() is second and state.target_reached() is first
+    assert state.best() is second and state.target_reached() is None
     assert state.unfinished()  # trial 1 was cut off
     state.apply({**end(1), "time": 0.0})
-    assert not state.unfinished()  # 2 of 4 trials, but the target was reached: done, as W&B's sweep is
-    assert [t.number for t in state.ended()] == [0, 1]
+    assert state.unfinished() and [t.number for t in state.ended()] == [0, 1]  # 2 of 4 trials
+    for event, time in [(trial(2), 1), (start(2), 1), (trial(3), 1), (start(3), 1), (epochs(3, [0.96])[0], 2),
+                        (epochs(2, [0.99])[0], 3)]:  # fmt: skip
+        state.apply({**event, "time": time})
+    assert state.best() is state.trials[2] and state.target_reached() is state.trials[3]  # trial 3 reached it first
+    state.apply({**end(2), "time": 3.0})
+    state.apply({**end(3), "time": 3.0})
+    assert not state.unfinished()  # the target was reached: done, as W&B's sweep is
 
 
 def test_a_trial_that_goes_back_to_a_checkpoint_or_starts_again_keeps_its_latest_attempt(tmp_path):

@@ -143,6 +143,18 @@ def test_a_new_sweep_warm_started_from_it_holds_its_ended_trials_first(moved, tm
         f"sweep: error: --warm-start {moved}: that sweep maximizes val_acc, this one minimizes val_loss: its "
         "trials teach this one nothing")  # fmt: skip
     assert not (tmp_path / "runs").exists()
+    # A space that none of its trials fits, searched at random: said, before the sweep (here: no Ray) starts.
+    other.write_text(SPACE.read_text().replace("method: bayes", "method: random")
+                     .replace("min: 1.0e-3, max: 1.0e-2", "min: 2.0e-2, max: 5.0e-2"))  # fmt: skip
+    warned = sweep_cli("run", str(other), "--warm-start", str(moved), "--address", "127.0.0.1:1", cwd=tmp_path,
+                       env=RAY_ENV)  # fmt: skip
+    assert warned.returncode == 1 and warned.stderr.splitlines()[:2] == [
+        f"warning: --warm-start {moved}: none of its ended trials has values this sweep's space can give: it starts "
+        "from nothing",
+        "warning: --warm-start: method random does not learn from earlier trials (bayes does): they are in the "
+        "study, the report and the dashboard, and change no trial",
+    ]  # fmt: skip
+    assert not any((tmp_path / "runs").iterdir())  # the sweep that never started left nothing
 
 
 def test_a_copy_resumes_under_its_new_name_with_an_edited_file(killed, tmp_path):
@@ -201,7 +213,10 @@ def test_a_program_sweep_killed_before_any_trial_ended_resumes_and_its_programs_
     while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert pids and not [pid for pid in pids if psutil.pid_exists(pid)], "a program outlived its killed sweep"
-    run = sweep_cli("resume", str(experiment_dir), "--verbose", cwd=tmp_path, env=RAY_ENV)
+    # As KubeRay's retry of a Ray Job resumes: the same command line, with --resume.
+    run = sweep_cli("run", "tests/spaces/program_resumable.yaml", "--resume", "--checkpoint-interval", "0",
+                    "--storage-path", str(tmp_path), "--name", "killed", "--verbose", cwd=ROOT,
+                    env=RAY_ENV)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "trained 8 epochs" in run.stdout  # --verbose: the programs' own output, in the resume too
     state = read(experiment_dir)

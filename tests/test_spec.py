@@ -449,9 +449,9 @@ def test_goal_follows_the_metric_and_is_said_when_it_differs_from_wandb(tmp_path
         (
             "early_terminate: {type: hyperband, max_iter: 27, s: 2, strict: true}",
             30,
-            {"grace_period": 3, "reduction_factor": 3.0},
-            "W&B would compare runs at epochs [3, 9], ASHA compares them at [3, 9, 27]",
-        ),
+            {"grace_period": 3, "reduction_factor": 3.0, "horizon": 27},
+            None,
+        ),  # no rung at or past max_iter, as no bracket
         (
             "early_terminate: {type: hyperband, min_iter: 1, eta: 2.5, strict: true}",
             10,

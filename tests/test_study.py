@@ -10,7 +10,7 @@ import optuna
 import optuna.distributions as od
 import pytest
 
-from sweep.engine.study import next_grid_point, open_study, outcome
+from sweep.engine.study import open_study, outcome
 from sweep.engine.sweep_run import FINISHED, SweepRun
 from sweep.record.events import EventLog
 from sweep.record.state import Status, read
@@ -76,7 +76,7 @@ def test_stopped_trials_are_pruned_or_complete_as_the_file_says(tmp_path):
 def run_of(experiment_dir, spec, state):
     log = EventLog(experiment_dir, listener=state.apply)
     study = open_study(experiment_dir, state, spec)
-    return SweepRun(spec, experiment_dir, log, state, study, trials_of(spec), ProgressView(state, io.StringIO()))
+    return SweepRun(spec, log, state, study, trials_of(spec), ProgressView(state, io.StringIO()))
 
 
 def test_a_fit_asks_optuna_records_each_report_and_tells_optuna_how_each_trial_ended(tmp_path):
@@ -127,17 +127,26 @@ def test_a_fit_asks_no_trial_past_its_count_or_its_target(tmp_path):
     assert run.ask("b") == FINISHED
 
 
-def test_a_grid_goes_through_its_points_in_wandbs_order_once_or_again_when_grown(tmp_path):
+def test_a_grid_runs_each_point_once_in_wandbs_order_and_an_edit_runs_the_new_points(tmp_path):
     grid = "method: grid\nrun: {max_epochs: 2}\nparameters: {lr: {values: [0.1, 0.01]}, fc1: {values: [8, 16]}}\n"
     state = write_record(tmp_path / "s", grid + "run_cap: 5\n", [])
     spec = load_spec(str(tmp_path / "s" / "source.yaml"))
     assert (spec.metric, spec.num_samples) == (None, 4)  # W&B's grid ends once every point has run
     assert "5 is above the grid's 4 points: 4 trials, each point once, as in W&B" in spec.warnings[0]
-    run = run_of(tmp_path / "s", dataclasses.replace(spec, num_samples=5), state)  # resume --num-samples 5
-    asked = [run.ask(str(i))["params"] for i in range(5)]
-    assert asked == [{"fc1": 8, "lr": 0.1}, {"fc1": 8, "lr": 0.01}, {"fc1": 16, "lr": 0.1}, {"fc1": 16, "lr": 0.01},
-                     {"fc1": 8, "lr": 0.1}]  # fmt: skip  # parameters in name order, as W&B's grid; then again
-    assert next_grid_point(spec, []) == {"fc1": 8, "lr": 0.1}
+    run = run_of(tmp_path / "s", dataclasses.replace(spec, num_samples=5), state)
+    asked = [run.ask(str(i)) for i in range(5)]
+    assert [a["params"] for a in asked[:4]] == [{"fc1": 8, "lr": 0.1}, {"fc1": 8, "lr": 0.01}, {"fc1": 16, "lr": 0.1},
+                                                {"fc1": 16, "lr": 0.01}]  # fmt: skip  # parameters in name order
+    assert asked[4] == FINISHED
+    for i in range(4):
+        run.log.write("end", trial=i, status="completed", reason="", summary={})
+    # An edit drops lr 0.01 and adds fc1 32 and lr 0.5: the points no trial ran, and no more.
+    (tmp_path / "edited.yaml").write_text(grid.replace("[0.1, 0.01]", "[0.1, 0.5]").replace("[8, 16]", "[8, 16, 32]"))
+    edited = load_spec(str(tmp_path / "edited.yaml"))
+    run = run_of(tmp_path / "s", edited, state)
+    assert run.to_run == 4 and [run.ask(str(i)) for i in range(5)][4] == FINISHED
+    assert [(state.trials[n].params["fc1"], state.trials[n].params["lr"]) for n in range(4, 8)] == [
+        (8, 0.5), (16, 0.5), (32, 0.1), (32, 0.5)]  # fmt: skip
 
 
 def test_an_edited_space_learns_only_from_the_trials_it_could_have_asked(tmp_path):

@@ -120,6 +120,12 @@ def test_a_sweep_without_a_metric_lists_what_each_trial_logged_and_chooses_none(
     assert not (tmp_path / "s" / BEST_CONFIG).exists()
     assert "none: a sweep without a metric has no best" in "\n".join(summary_lines(state, tmp_path / "s"))
     assert "This sweep has no metric" in write_report(tmp_path / "s", state)[0].read_text()
+    # Our trainer without a metric: its trials' last epoch.
+    state = write_record(tmp_path / "t", SPACE.replace("metric: {name: val_acc, goal: maximize}\n", ""),
+                         trial(0, 0.1, values=[0.9, 0.8], status="completed"))  # fmt: skip
+    write_exports(tmp_path / "t", state)
+    (row,) = rows(tmp_path / "t" / RESULTS_CSV)
+    assert (row["val_acc"], row["epochs"]) == ("0.8", "2")
 
 
 class Terminal(io.StringIO):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sweep.record.files import CHECKPOINT, SOURCE
 from sweep.record.state import ENDED, Status, SweepState, read
 from sweep.record.storage import SYNC_EVERY_S, Experiment, local_copy
 from sweep.spec.load import load_spec
-from sweep.spec.spec import SweepSpec, check_flags
+from sweep.spec.spec import SweepSpec, check_flags, grid_size
 from sweep.trials import trials_of
 from sweep.views.exports import write_exports, write_tensorboard
 from text_recognizer.util import UserError
@@ -43,7 +44,7 @@ FIXED_BY_EDIT = {
 class SweepResult:
     experiment: Experiment
     state: SweepState
-    interrupted: bool  # Ctrl-C, or the driver failed: the fit ended before the sweep did
+    interrupted: bool  # the fit ended before the sweep did (Ctrl-C): a trial is not ended
     report: Future | None = None  # report.html and its PNGs, being drawn while Ray stops
     final_runner: object = None  # our trainer's final run's actor, for `run --final`
 
@@ -72,7 +73,7 @@ def warm_trials(earlier: str, spec: SweepSpec) -> list[dict]:
     as its study's first trials."""
     experiment, local = local_copy(earlier)
     before = read(local, live=False)
-    experiment.close()
+    experiment.close(upload=False)
     where = f"--warm-start {experiment.uri}"
     if (before.metric, before.mode) != (spec.metric, spec.mode) or spec.metric is None:
         raise UserError(
@@ -106,11 +107,19 @@ def spec_from_record(experiment_dir: Path, state: SweepState, source: Path | Non
     return spec if source is not None else dataclasses.replace(spec, num_samples=state.num_samples)
 
 
-def edit_changes(before: dict, after: dict) -> list[str]:
+def same_sweep(resolved: dict) -> dict:
+    """What makes two runs the same sweep: all but where its file and its program's directory were (a Ray
+    Job that KubeRay retries runs in a new copy of its working_dir)."""
+    program = resolved["program"] and {**resolved["program"], "cwd": None}
+    return {**resolved, "source": None, "program": program}
+
+
+def edit_changes(before: dict, after: dict, what: str = "the edited file's") -> list[str]:
     """What an edit changes, one line each; a change that cannot apply is one error naming its key."""
+    before, after = same_sweep(before), same_sweep(after)
     for key, name in FIXED_BY_EDIT.items():
         if before[key] != after[key]:
-            raise UserError(f"the edited file's '{name}' differs from the sweep's ({before[key]!r} -> {after[key]!r}): "
+            raise UserError(f"{what} '{name}' differs from the sweep's ({before[key]!r} -> {after[key]!r}): "
                             "its trials would mean something else; start a new sweep, warm-started from this one "
                             "(`sweep run FILE --warm-start DIR`)")  # fmt: skip
     changes = []
@@ -130,15 +139,23 @@ def resume_sweep(experiment: Experiment, *, grow_to: int | None = None, edited: 
                  address: str | None = None, verbose: bool = False) -> SweepResult | None:  # fmt: skip
     """Continue a sweep whose driver ended before it did (a kill, Ctrl-C, a reboot), grow it to `grow_to`
     trials, or go on with an edited sweep file: a new Tune fit over the record. Ended trials are history;
-    interrupted ones continue from their checkpoints. None when there is nothing to do (no Ray started)."""
+    interrupted ones continue from their checkpoints. Everything is checked, and Ray started, before the
+    record changes. None when there is nothing to do (no Ray started)."""
     state = read(experiment.local, live=False)  # the caller holds the directory: no driver runs it
-    spec = spec_from_record(experiment.local, state)
-    log = EventLog(experiment.local, listener=state.apply)
+    spec = spec_from_record(experiment.local, state, source=Path(edited) if edited else None)
+    what = "the edited file's" if edited else f"the sweep's file ({state.source_copy}), read here,"
+    changes = edit_changes(state.spec, spec.resolved(), what)
     if edited is not None:
-        spec = edit(experiment.local, state, log, Path(edited))
+        print(f"sweep '{spec.name}': edited ({'; '.join(changes) or 'nothing changed'})", flush=True)
+    elif changes:  # this version of sweep, or this directory, reads the file otherwise than the sweep's first run
+        print(f"sweep '{spec.name}': warning: {what} differs from the record ({'; '.join(changes)}): "
+              "going on with it as read now", file=sys.stderr, flush=True)  # fmt: skip
     if grow_to is not None:
         if grow_to <= len(state.trials):
             raise UserError(f"--num-samples {grow_to}: the sweep has {len(state.trials)} trials already")
+        if spec.method == "grid" and grow_to > grid_size(spec.params):
+            raise UserError(f"--num-samples {grow_to}: the grid has {grid_size(spec.params)} points, and a grid runs "
+                            "each once (as W&B's); add values with an edited file (`--spec EDITED.yaml`)")  # fmt: skip
         spec = dataclasses.replace(spec, num_samples=grow_to)
     if not state.unfinished() and spec.num_samples <= state.num_samples and edited is None:
         return None
@@ -151,6 +168,9 @@ def resume_sweep(experiment: Experiment, *, grow_to: int | None = None, edited: 
     ray_start = RayStart(address, log_to_driver=verbose, runtime_env=shipped)
     try:
         context = ray_start.result()
+        log = EventLog(experiment.local, listener=state.apply)
+        if edited is not None:
+            record_edit(experiment.local, state, log, spec, Path(edited), changes)
         log.write("resume", num_samples=spec.num_samples)
         doing = f"resuming ({len(state.ended())} of {len(state.trials)} trials ended) "
         return fit(spec, experiment, log, state, context, verbose, data, doing=doing)
@@ -158,12 +178,10 @@ def resume_sweep(experiment: Experiment, *, grow_to: int | None = None, edited: 
         ray_start.shutdown()
 
 
-def edit(experiment_dir: Path, state: SweepState, log: EventLog, edited: Path) -> SweepSpec:
-    """The sweep goes on with an edited file: checked against the record before Ray starts, kept beside the
-    first (source-2.yaml, ...), and written in the record. Interrupted trials whose values the new space
-    cannot give end there, stopped."""
-    spec = spec_from_record(experiment_dir, state, source=edited)
-    changes = edit_changes(state.spec, spec.resolved())
+def record_edit(experiment_dir: Path, state: SweepState, log: EventLog, spec: SweepSpec, edited: Path,
+                changes: list[str]) -> None:  # fmt: skip
+    """The sweep goes on with an edited file: kept beside the first (source-2.yaml, ...), and written in the
+    record. Interrupted trials whose values the new space cannot give end there, stopped."""
     copy = f"source-{len(state.edits) + 2}.yaml"
     shutil.copyfile(edited, experiment_dir / copy)
     next_trial = len(state.warm) + len(state.trials)
@@ -173,8 +191,6 @@ def edit(experiment_dir: Path, state: SweepState, log: EventLog, edited: Path) -
         if trial.status not in ENDED and spec.samples_of(trial.params) is None:
             log.write("end", trial=trial.number, status=Status.STOPPED.value, reason="outside the edited space",
                       summary=trial.summary)  # fmt: skip
-    print(f"sweep '{spec.name}': edited ({'; '.join(changes) or 'nothing changed'})", flush=True)
-    return spec
 
 
 def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepState, context, verbose: bool, data,
@@ -191,7 +207,7 @@ def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepStat
     kind = trials_of(spec)
     experiment_dir = experiment.local
     study = open_study(experiment_dir, state, spec)
-    view = ProgressView(state, on_refresh=lambda: experiment.push(every_s=SYNC_EVERY_S))
+    view = ProgressView(state, on_refresh=lambda: experiment.push(every_s=SYNC_EVERY_S, beat=True))
 
     def trial_asked(number: int, new: bool) -> None:
         if new:  # a new trial starts from nothing, whatever a lost run left under its number
@@ -203,10 +219,10 @@ def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepStat
     def trial_ended(trial) -> None:
         write_exports(experiment_dir, state, experiment.uri)
         write_tensorboard(experiment_dir, trial)
+        experiment.push()  # its end in the bucket's record before its checkpoint goes: a kill between loses nothing
         experiment.remove_trial_file(trial.number, CHECKPOINT)  # nothing to continue
-        experiment.push()
 
-    run = SweepRun(spec, experiment_dir, log, state, study, kind, view, on_asked=trial_asked, on_end=trial_ended)
+    run = SweepRun(spec, log, state, study, kind, view, on_asked=trial_asked, on_end=trial_ended)
     concurrency = trial_concurrency(spec, ray.cluster_resources(), max(1, run.to_run))
     goal = f"{'maximizing' if spec.mode == 'max' else 'minimizing'} {spec.metric}" if spec.metric else "no metric"
     target = (

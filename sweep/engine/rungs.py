@@ -13,11 +13,13 @@ import math
 
 import numpy as np
 
+from sweep.spec.spec import milestones
+
 
 class Rungs:
     def __init__(self, grace_period: int, reduction_factor: float, horizon: int | None, mode: str):
-        """`horizon`: the last step of every trial (our trainer's max_epochs), where no milestone is needed;
-        None where it is not known (a program)."""
+        """`horizon`: the last step of every trial (our trainer's max_epochs, a program's W&B max_iter), where
+        no milestone is needed; None where it is not known (a program)."""
         self.grace_period = grace_period
         self.reduction_factor = reduction_factor
         self.horizon = horizon
@@ -26,11 +28,7 @@ class Rungs:
 
     def milestones(self, iteration: int) -> list[float]:
         """The milestones at or below `iteration`, below the horizon, highest first."""
-        found, milestone = [], float(self.grace_period)
-        while milestone <= iteration and (self.horizon is None or milestone < self.horizon):
-            found.append(milestone)
-            milestone *= self.reduction_factor
-        return found[::-1]
+        return milestones(self.grace_period, self.reduction_factor, self.horizon, iteration)[::-1]
 
     def decide(self, trial: int, iteration: int, value: float | None) -> str:
         """A trial's result at `iteration` (its epoch, or how many values of the metric it has logged):

@@ -19,9 +19,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from sweep.record.files import OPTUNA_JOURNAL, fsync_directory
-from sweep.record.state import ENDED, Status, SweepState, Trial, number
+from sweep.record.files import EVENTS, OPTUNA_JOURNAL, fsync_directory
+from sweep.record.state import ENDED, Status, SweepState, Trial
 from sweep.spec.spec import SweepSpec
+from text_recognizer.util import UserError
 
 
 def journal_storage(path: Path) -> JournalStorage:
@@ -44,16 +45,10 @@ def outcome(trial: Trial, spec: SweepSpec) -> tuple[TrialState, float | None]:
     return TrialState.COMPLETE, value
 
 
-def curve(trial: Trial, metric: str | None) -> dict[int, float]:
-    """The trial's finite values of the metric by step: Optuna's intermediate values."""
-    return {r["step"]: number(r["metrics"].get(metric)) for r in trial.results if number(r["metrics"].get(metric))
-            is not None}  # fmt: skip
-
-
 def make_sampler(spec: SweepSpec, seed_offset: int) -> optuna.samplers.BaseSampler:
     """`seed_offset`: the trials the record holds, so that a resumed sweep's random draws are new ones."""
     seed = spec.seed + seed_offset
-    if spec.method != "bayes":  # a grid's points are queued by the searcher (next_grid_point)
+    if spec.method != "bayes":  # a grid's points are queued by the searcher (untried_grid_points)
         return optuna.samplers.RandomSampler(seed=seed)
     # Optuna samples its first 10 trials at random; in a sweep of 16 that leaves TPE little to do. A quarter
     # of the trials (4 to 10) is enough to start modelling. constant_liar: running trials count as
@@ -62,14 +57,13 @@ def make_sampler(spec: SweepSpec, seed_offset: int) -> optuna.samplers.BaseSampl
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
-def next_grid_point(spec: SweepSpec, tried: list[dict]) -> dict:
-    """W&B's grid: every combination of the values, parameters in name order, the first not yet tried;
-    once each was, the grid again, from its start (more trials than points)."""
+def untried_grid_points(spec: SweepSpec, tried: list[dict]) -> list[dict]:
+    """W&B's grid: every combination of the values, parameters in name order, less those `tried` (each point
+    runs once: after an edit, the new grid's points that no trial of the record ran)."""
     names = sorted(spec.params)
     points = [dict(zip(names, combination, strict=True))
               for combination in itertools.product(*(spec.params[n].distribution.choices for n in names))]  # fmt: skip
-    untried = [point for point in points if point not in tried]
-    return untried[0] if untried else points[len(tried) % len(points)]
+    return [point for point in points if point not in tried]
 
 
 def open_study(experiment_dir: Path, state: SweepState, spec: SweepSpec) -> optuna.Study:
@@ -80,7 +74,9 @@ def open_study(experiment_dir: Path, state: SweepState, spec: SweepSpec) -> optu
     study = optuna.create_study(study_name=spec.name, storage=journal_storage(aside), direction=direction)
     distributions = {name: param.distribution for name, param in spec.params.items()}
     past = sorted([*state.warm.values(), *state.trials.values()], key=lambda t: t.number)
-    assert [t.number for t in past] == list(range(len(past))), "the record's trial numbers have a gap"
+    if [t.number for t in past] != list(range(len(past))):  # Optuna numbers trials 0, 1, ...: so must the record
+        raise UserError(f"{experiment_dir / EVENTS}: its trials are not numbered 0 to {len(past) - 1} in turn "
+                        "(edited by hand?): not a record this version can continue")  # fmt: skip
     for trial in past:
         samples = spec.samples_of(trial.params)
         attrs = {"status": trial.status.value, **({"origin": trial.origin} if trial.origin else {})}
@@ -96,7 +92,7 @@ def open_study(experiment_dir: Path, state: SweepState, spec: SweepSpec) -> optu
                 value=value,
                 params=samples or {},
                 distributions=distributions if samples else {},
-                intermediate_values=curve(trial, spec.metric) if samples else {},
+                intermediate_values=trial.curve(spec.metric) if samples else {},
                 user_attrs=attrs,
             )
         )

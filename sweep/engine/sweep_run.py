@@ -7,12 +7,10 @@ on_trial_complete), a scheduler (on_trial_result, on_trial_error) and a callback
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 
 from sweep.engine.rungs import Rungs
-from sweep.engine.study import curve, next_grid_point, outcome
+from sweep.engine.study import outcome, untried_grid_points
 from sweep.record.events import EventLog
 from sweep.record.state import ENDED, Status, SweepState, number
 from sweep.spec.spec import SweepSpec
@@ -32,16 +30,19 @@ def suggest(trial: optuna.Trial, name: str, distribution: optuna.distributions.B
 
 
 class SweepRun:
-    def __init__(self, spec: SweepSpec, experiment_dir: Path, log: EventLog, state: SweepState, study, kind, view,
-                 on_asked=None, on_end=None):  # fmt: skip
+    def __init__(self, spec: SweepSpec, log: EventLog, state: SweepState, study, kind, view, on_asked=None,
+                 on_end=None):  # fmt: skip
         """`kind`: the trials' adapter (sweep.trials); `view`: the terminal's; `on_asked(number, new)`: once a
         trial is in the record, before Tune starts it; `on_end(trial)`: after each trial's end is recorded and
         told (the exports)."""
-        self.spec, self.experiment_dir, self.log, self.state, self.study = spec, experiment_dir, log, state, study
+        self.spec, self.log, self.state, self.study = spec, log, state, study
         self.view, self.on_asked, self.on_end = view, on_asked, on_end
         # Interrupted trials go first, in number order: the rebuilt study gives them back in that order.
         self.pending = sorted((t for t in state.trials.values() if t.status not in ENDED), key=lambda t: t.number)
         self.new = max(0, spec.num_samples - len(state.trials))  # trials to ask for
+        if spec.method == "grid":  # each point once: those no trial has run, as many as num_samples leaves
+            fitting = self.tried_points()
+            self.new = min(len(untried_grid_points(spec, fitting)), max(0, spec.num_samples - len(fitting)))
         self.handles: dict[str, tuple[int, optuna.Trial]] = {}  # Tune's trial id -> Optuna's number and trial
         self.told: dict[str, set[int]] = {}  # the steps told to Optuna, per Tune trial
         self.last: dict[str, str] = {}  # each trial's last report: Tune hands the last one over twice at the end
@@ -50,7 +51,7 @@ class SweepRun:
         self.lost: dict[str, str] = {}  # Tune gave up on the trial (its worker lost too often): why
         self.rungs = None
         if spec.early_stopping and spec.metric:
-            self.rungs = Rungs(**spec.early_stopping, horizon=kind.horizon, mode=spec.mode)
+            self.rungs = Rungs(**{"horizon": kind.horizon, **spec.early_stopping}, mode=spec.mode)
             for trial_number, result in state.order:  # the rungs as the record left them
                 self.rungs.decide(trial_number, result["iteration"], number(result["metrics"].get(spec.metric)))
 
@@ -67,7 +68,7 @@ class SweepRun:
             assert handle.number == trial.number, (handle.number, trial.number)
             for name, param in self.spec.params.items():
                 suggest(handle, name, param.distribution)  # its values, queued: Optuna records them
-            earlier = curve(trial, self.spec.metric)
+            earlier = trial.curve(self.spec.metric)
             for step, value in earlier.items():  # what it reported before it was cut off
                 handle.report(value, step)
             number_, values, self.told[trial_id] = trial.number, trial.params, set(earlier)
@@ -76,8 +77,10 @@ class SweepRun:
             if self.new <= 0 or self.state.target_reached() is not None:
                 return FINISHED
             if self.spec.method == "grid":  # W&B's order, queued for Optuna to record
-                tried = [self.spec.samples_of(t.params) for t in self.state.trials.values()]
-                self.study.enqueue_trial(next_grid_point(self.spec, tried))
+                untried = untried_grid_points(self.spec, self.tried_points())
+                if not untried:
+                    return FINISHED
+                self.study.enqueue_trial(untried[0])
             handle = self.study.ask()
             sampled = {name: suggest(handle, name, p.distribution) for name, p in self.spec.params.items()}
             values = self.spec.trial_values(sampled)
@@ -91,6 +94,10 @@ class SweepRun:
             self.on_asked(number_, new)
         self.handles[trial_id] = (number_, handle)
         return {"trial": number_, "params": values}
+
+    def tried_points(self) -> list[dict]:
+        """The samples of the record's trials that the space can give (an edit may have moved it)."""
+        return [s for t in self.state.trials.values() if (s := self.spec.samples_of(t.params)) is not None]
 
     def started(self, trial_id: str) -> None:
         trial_number = self.handles[trial_id][0]

@@ -1,14 +1,18 @@
 """events.jsonl: a sweep's record, one JSON object a line, appended by its driver and never rewritten.
 
-    {"event": "sweep", "time": ..., "spec": {...}, "source": "source.yaml", "flags": {...}}   the start
+    {"event": "sweep", "time": ..., "spec": {...}, "source": "source.yaml", "flags": {...}, "cwd": DIR,
+     "address": RAY_ADDRESS_OR_NULL}                                 the start: the resolved spec, and how it ran
     {"event": "warm_start", "from": DIR, "trials": [...]}       earlier experiments' trials, as history
     {"event": "trial", "trial": 3, "params": {...}}           Optuna's trial 3 asked, with these values
     {"event": "start", "trial": 3, "attempt": 1}                 a worker runs it (again, after a retry)
-    {"event": "result", "trial": 3, "step": 1, "metrics": {...}, "step_time_s": ..., "node": ..., "gpus": "0"}
+    {"event": "result", "trial": 3, "step": 1, "metrics": {...}, "step_time_s": ..., "node": ..., "gpus": "0",
+     "replayed": true}                              (replayed: sent again by a trial continued from its checkpoint)
     {"event": "retry", "trial": 3, "reason": ...}                its worker or node was lost
     {"event": "end", "trial": 3, "status": "completed", "reason": "", "summary": {...}}
     {"event": "stop", "interrupted": false}                      a run or resume ended
-    {"event": "resume", "num_samples": 16}  {"event": "edit", "spec": {...}, "source": "source-2.yaml", ...}
+    {"event": "resume", "num_samples": 16}                       a resume started
+    {"event": "edit", "spec": {...}, "source": EDITED_FILE, "source_copy": "source-2.yaml", "changes": [...],
+     "next_trial": 6}                                             a resume with an edited file
 
 Native JSON types only: a value that is not a finite number is written as null. A trial's end is on disk
 (fsync) before the driver tells Optuna. A line torn by a kill is the last one: the reader skips it, and

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sweep.record.events import read_events
-from sweep.record.files import held
+from sweep.record.files import EVENTS, held
 from text_recognizer.util import UserError
 
 
@@ -97,6 +97,11 @@ class Trial:
         best = self.best(metric, mode)
         return best.value if best else None
 
+    def curve(self, metric: str | None) -> dict[int, float]:
+        """The finite values of the metric it reported, by step: Optuna's intermediate values."""
+        values = {r["step"]: number(r["metrics"].get(metric)) for r in self.results}
+        return {step: value for step, value in values.items() if value is not None}
+
 
 @dataclass
 class SweepState:
@@ -146,12 +151,18 @@ class SweepState:
         return target is not None and value is not None and not better(target, value, self.mode)
 
     def target_reached(self) -> Trial | None:
-        """The first trial whose value reached the sweep's target (W&B's metric.target), whatever it did
-        after: once one has, no new trial starts."""
+        """The trial that first reached the sweep's target (W&B's metric.target), in time, among those that
+        neither failed nor diverged (as `best`), whatever it did after: once one has, no new trial starts."""
+        when = {}
         for trial in self.trials.values():
-            if self.reached(trial.value(self.metric, self.mode)):
-                return trial
-        return None
+            if trial.status in (Status.FAILED, Status.DIVERGED):
+                continue
+            times = [r["time"] for r in trial.results if self.reached(number(r["metrics"].get(self.metric)))]
+            if self.reached(number(trial.summary.get(self.metric))):
+                times.append(trial.ended or math.inf)
+            if times:
+                when[trial.number] = min(times)
+        return self.trials[min(when, key=when.get)] if when else None
 
     def unfinished(self) -> bool:
         """Work left: a trial not ended, or fewer trials than asked for and the target not reached."""
@@ -210,12 +221,20 @@ class SweepState:
                 trial.status = Status.INTERRUPTED
 
 
-def replay(events: list[dict]) -> SweepState:
-    if not events or events[0]["event"] != "sweep":
-        raise ValueError("a record starts with its sweep event")
+def replay(events: list[dict], where: str = "the record") -> SweepState:
+    """The state the events leave; a record that is not one sweep's (cut at its start, edited by hand,
+    written by another version) is one line naming the event."""
+    if not events or events[0].get("event") != "sweep":
+        raise UserError(f"{where}: its first line is not the sweep's start: not a record this version can read")
     state = SweepState(spec={})
-    for event in events:
-        state.apply(event)
+    for line, event in enumerate(events, 1):
+        try:
+            state.apply(event)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise UserError(
+                f"{where}: line {line} ({event.get('event')!r}) does not follow from the lines "
+                f"before it ({type(exc).__name__}: {exc}): not a record this version can read"
+            ) from None
     return state
 
 
@@ -226,7 +245,7 @@ def read(experiment_dir: str | Path, live: bool | None = None) -> SweepState:
     events = read_events(experiment_dir)
     if not events:
         raise UserError(f"{experiment_dir}: not a sweep's experiment directory (no record: events.jsonl)")
-    state = replay(events)
+    state = replay(events, str(experiment_dir / EVENTS))
     if not (held(experiment_dir) if live is None else live):
         state.close()
     return state

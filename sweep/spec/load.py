@@ -17,7 +17,7 @@ from typing import Any
 from sweep.spec.command import DEFAULT_COMMAND, IN_PROCESS_MACROS, MACROS, Program, unknown_macro
 from sweep.spec.params import read_param
 from sweep.spec.reader import SpecReader
-from sweep.spec.spec import TRAINER_METRICS, SweepSpec, check_resources
+from sweep.spec.spec import TRAINER_METRICS, SweepSpec, check_resources, grid_size, milestones
 from text_recognizer.config import flag_schema, resolve_config, unknown_key_message
 from text_recognizer.util import load_yaml_mapping
 
@@ -123,16 +123,16 @@ def load_spec(path: str, cwd: str | None = None) -> SweepSpec:
         reader.fail("search.stopped_trials", f"expected pruned or completed, got {stopped_trials!r}")
     if "run_cap" in raw and "num_samples" in search:
         reader.fail("run_cap", "also given as search.num_samples: keep one")
-    grid_size = None
+    points = None
     if method == "grid":  # a grid of constants only is one trial, as in W&B
-        grid_size = math.prod(len(param.distribution.choices) for param in params.values())
-    num_samples = search.get("num_samples", raw.get("run_cap", grid_size or 8))
+        points = grid_size(params)
+    num_samples = search.get("num_samples", raw.get("run_cap", points or 8))
     num_key = "search.num_samples" if "num_samples" in search else "run_cap"
     num_samples = reader.number(num_samples, num_key, int, minimum=1)
-    if grid_size is not None and num_samples > grid_size:  # W&B's grid ends once each point has run
-        warnings.append(f"{path}: key '{num_key}': {num_samples} is above the grid's {grid_size} points: "
-                        f"{grid_size} trials, each point once, as in W&B")  # fmt: skip
-        num_samples = grid_size
+    if points is not None and num_samples > points:  # W&B's grid ends once each point has run
+        warnings.append(f"{path}: key '{num_key}': {num_samples} is above the grid's {points} points: "
+                        f"{points} trials, each point once, as in W&B")  # fmt: skip
+        num_samples = points
     seed = reader.number(search.get("seed", 0), "search.seed", int)
     max_concurrent = search.get("max_concurrent")
     if max_concurrent is not None:
@@ -315,13 +315,10 @@ def _read_metric(reader: SpecReader, raw: dict, of_program: bool, warnings: list
 
 
 def rung_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
-    """The epochs before the last at which Ray's ASHA compares a trial: grace_period * reduction_factor^k,
-    reached at the first whole epoch at or past it."""
-    epochs, milestone = set(), float(grace_period)
-    while milestone < max_epochs:
-        epochs.add(math.ceil(milestone - 1e-9))
-        milestone *= reduction_factor
-    return sorted(e for e in epochs if e < max_epochs)
+    """The epochs before the last at which Ray's ASHA compares a trial: its milestones, each reached at the
+    first whole epoch at or past it."""
+    found = {math.ceil(m - 1e-9) for m in milestones(grace_period, reduction_factor, max_epochs, max_epochs)}
+    return sorted(e for e in found if e < max_epochs)
 
 
 def _read_early_stopping(
@@ -390,7 +387,7 @@ def _read_hyperband(
             reader.fail("early_terminate", f"max_iter {max_iter} / eta {eta:g} is below 1: no bracket; raise max_iter")
         if "min_iter" in wandb:
             notes.append("min_iter is ignored when max_iter is given, as in W&B")
-        horizon = max_epochs or max_iter
+        horizon = min(max_epochs or max_iter, max_iter)  # no bracket at or past max_iter: no rung either
     elif "min_iter" in wandb:  # W&B: brackets at min_iter, min_iter*eta, min_iter*eta^2, ...
         min_iter = reader.number(wandb["min_iter"], "early_terminate.min_iter", int, minimum=1)
         horizon = max_epochs or min_iter * eta**4  # a program's length is unknown: its first brackets
@@ -418,4 +415,7 @@ def _read_hyperband(
         )
     if notes:
         warnings.append(f"{where}: " + "; ".join(notes))
-    return {"grace_period": grace_period, "reduction_factor": eta}
+    # W&B's max_iter says where its brackets end (before a program's end, whose length is unknown, or before
+    # max_epochs), and so do the rungs.
+    end = {"horizon": horizon} if "max_iter" in wandb and horizon != max_epochs else {}
+    return {"grace_period": grace_period, "reduction_factor": eta, **end}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
+from sweep.record.events import plain
 from sweep.spec.command import Program
 from sweep.spec.params import IndexedChoice, Param
 from text_recognizer.util import UserError
@@ -72,7 +74,8 @@ class SweepSpec:
         return {key: getattr(self, key) for key in FLAGS if getattr(self, key) != getattr(defaults, key)}
 
     def resolved(self) -> dict:
-        """The spec as the record keeps it, in JSON's types: what every view reads."""
+        """The spec as the record keeps it, in JSON's types (a spec read back from the record compares equal):
+        what every view reads."""
         from optuna.distributions import distribution_to_json
 
         params = {
@@ -89,31 +92,48 @@ class SweepSpec:
         program = None
         if self.program:
             program = {k: v for k, v in dataclasses.asdict(self.program).items() if k != "environ"}
-        return {
-            "name": self.name,
-            "source": self.path,
-            "kind": "program" if self.program else "trainer",
-            "metric": self.metric,
-            "mode": self.mode,
-            "target": self.target,
-            "method": self.method,
-            "num_samples": self.num_samples,
-            "seed": self.seed,
-            "max_concurrent": self.max_concurrent,
-            "stopped_trials": self.stopped_trials,
-            "early_stopping": self.early_stopping,
-            "gpus_per_trial": self.gpus_per_trial,
-            "cpus_per_trial": self.cpus_per_trial,
-            "checkpoint_interval_s": self.checkpoint_interval_s,
-            "max_failures": self.max_failures,
-            "base_config": self.base_config,
-            "params": params,
-            # What each report holds, and what a step is: an epoch of our trainer, a logged row of a program.
-            "metrics": list(TRAINER_METRICS) if not self.program else [m for m in [self.metric] if m],
-            "unit": "step" if self.program else "epoch",
-            "max_steps": self.max_epochs,
-            "program": program,
-        }
+        return plain(
+            {
+                "name": self.name,
+                "source": self.path,
+                "kind": "program" if self.program else "trainer",
+                "metric": self.metric,
+                "mode": self.mode,
+                "target": self.target,
+                "method": self.method,
+                "num_samples": self.num_samples,
+                "seed": self.seed,
+                "max_concurrent": self.max_concurrent,
+                "stopped_trials": self.stopped_trials,
+                "early_stopping": self.early_stopping,
+                "gpus_per_trial": self.gpus_per_trial,
+                "cpus_per_trial": self.cpus_per_trial,
+                "checkpoint_interval_s": self.checkpoint_interval_s,
+                "max_failures": self.max_failures,
+                "base_config": self.base_config,
+                "params": params,
+                # What each report holds, and what a step is: an epoch of our trainer, a logged row of a program.
+                "metrics": list(TRAINER_METRICS) if not self.program else [m for m in [self.metric] if m],
+                "unit": "step" if self.program else "epoch",
+                "max_steps": self.max_epochs,
+                "program": program,
+            }
+        )
+
+
+def milestones(grace_period: int, reduction_factor: float, horizon: float | None, up_to: float) -> list[float]:
+    """ASHA's milestones, grace_period * reduction_factor^k, up to `up_to` and below `horizon` (a trial's last
+    step, where none is needed; None: not known), lowest first: where a trial is compared with the others."""
+    found, milestone = [], float(grace_period)
+    while milestone <= up_to and (horizon is None or milestone < horizon):
+        found.append(milestone)
+        milestone *= reduction_factor
+    return found
+
+
+def grid_size(params: dict[str, Param]) -> int:
+    """The points of a grid: each combination of its parameters' values."""
+    return math.prod(len(param.distribution.choices) for param in params.values())
 
 
 def check_flags(spec: SweepSpec, flags: dict) -> SweepSpec:

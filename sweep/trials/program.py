@@ -52,11 +52,11 @@ def run_program(config: dict, spec: SweepSpec, files, verbose: bool, shipped: bo
     # synced to one W&B project never collide.
     program = dataclasses.replace(spec.program, cwd=os.getcwd()) if shipped else spec.program
     run = program_run.start(program, args, folder, secrets.token_hex(4), spec.name, gpu_ids=gpus, echo=verbose)
-    logged, last = 0, time.perf_counter()
+    logged, last = 0, time.perf_counter()  # logged: rows with the metric (all rows without one)
     try:
-        for row in run.rows():
+        for seen, row in enumerate(run.rows()):
             now = time.perf_counter()
-            step = row.get("_step", logged)
+            step = row.get("_step", seen)  # W&B's step; a printed line's own
             logged += spec.metric in row if spec.metric else 1
             # Early stopping's stop comes back from this call as SystemExit.
             tune.report(reports.step(step, metrics(row), now - last, node))
@@ -78,7 +78,6 @@ def metrics(row: dict) -> dict:
 class ProgramTrials:
     """The adapter of a program: what its trials report, their trainable, the final run."""
 
-    unit = "step"
     horizon = None  # a program's length is not known
 
     def __init__(self, spec: SweepSpec):

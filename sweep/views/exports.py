@@ -28,12 +28,13 @@ def metric_columns(state: SweepState) -> list[str]:
 
 
 def trial_metrics(state: SweepState, trial: Trial, columns: list[str]) -> dict:
-    """A trial's row of metrics: our trainer's at its best epoch; a program's metric as W&B's search takes
-    it (its best, summary included) and the others as W&B's summary has them (the last logged value, or
-    what the program wrote to its summary)."""
+    """A trial's row of metrics: our trainer's at its best epoch (its last, without a metric); a program's
+    metric as W&B's search takes it (its best, summary included) and the others as W&B's summary has them
+    (the last logged value, or what the program wrote to its summary)."""
     best = trial.best(state.metric, state.mode)
-    if state.spec["kind"] == "trainer":
-        return {column: best.metrics.get(column) if best else None for column in columns}
+    if state.spec["kind"] == "trainer":  # a sweep without a metric: its last epoch's
+        at = best.metrics if best else (trial.results[-1]["metrics"] if trial.results and not state.metric else {})
+        return {column: at.get(column) for column in columns}
     row = {}
     for column in columns:
         logged = [r["metrics"][column] for r in trial.results if column in r["metrics"]]

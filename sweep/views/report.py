@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from sweep.record.files import REPORT_HTML, write_atomically
-from sweep.record.state import Status, SweepState, Trial, number, read
+from sweep.record.state import Status, SweepState, Trial, read
 from sweep.views.exports import results_rows
 
 LEGEND_TRIALS = 20  # a legend of more trials than this hides the plot (the HTML has hover labels instead)
@@ -47,11 +47,15 @@ def as_ran_distribution(distribution, values: list) -> optuna.distributions.Base
     return optuna.distributions.CategoricalDistribution(sorted(set(values), key=str))
 
 
+UNPLOTTED = (Status.FAILED, Status.DIVERGED)
+
+
 def study_as_ran(state: SweepState) -> tuple[optuna.Study, list[Trial]]:
-    """An in-memory study of the trials that have a value (warm-start history first), by number."""
+    """An in-memory study of the trials that have a value (warm-start history first), by number; not the
+    failed or diverged ones, which are never the best either."""
     metric, mode, spec = state.metric, state.mode, state.spec
     trials = [t for t in sorted([*state.warm.values(), *state.trials.values()], key=lambda t: t.number)
-              if t.value(metric, mode) is not None]  # fmt: skip
+              if t.value(metric, mode) is not None and t.status not in UNPLOTTED]  # fmt: skip
     values = {name: [as_optuna_value(t.params.get(name)) for t in trials] for name in spec["params"]}
     distributions = {
         name: as_ran_distribution(optuna.distributions.json_to_distribution(json.dumps(param["optuna"])), values[name])
@@ -65,9 +69,7 @@ def study_as_ran(state: SweepState) -> tuple[optuna.Study, list[Trial]]:
                 params={name: values[name][i] for name in distributions},
                 distributions=distributions,
                 value=trial.value(metric, mode),
-                intermediate_values={
-                    r["step"]: v for r in trial.results if (v := number(r["metrics"].get(metric))) is not None
-                },  # fmt: skip
+                intermediate_values=trial.curve(metric),
                 user_attrs={"trial": trial.number, "status": trial.status.value, "warm": bool(trial.origin)},
             )
         )
@@ -220,6 +222,8 @@ def write_report(experiment_dir: str | Path, state: SweepState | None = None) ->
                    f"trial {best.number}"  # fmt: skip
     title = f"Sweep {state.spec['name']}: {len(state.trials)} of {state.num_samples} trials, {headline}"
     notes = [f"{experiment_dir}; plots number trials in their order (trial numbers in hover labels and the table)."]
+    if unplotted := sum(t.status in UNPLOTTED for t in state.trials.values()):
+        notes.append(f"{unplotted} failed or diverged trials are in the table only, not in the plots.")
     if state.warm:
         notes.append(f"{len(state.warm)} trials come from a warm start: earlier sweeps' history, not this sweep's.")
     notes += [

@@ -26,7 +26,7 @@ def summary_lines(state: SweepState, experiment: str) -> list[str]:
     reached = state.target_reached()
     if reached is not None:
         lines.append(f"target {state.metric} {'>=' if state.mode == 'max' else '<='} {state.spec['target']:g} reached "
-                     f"by trial {reached.number}: no trial started after that ({len(state.trials)} of "
+                     f"by trial {reached.number}: no new trial started after that ({len(state.trials)} of "
                      f"{state.num_samples} trials ran)")  # fmt: skip
     value = best.best(state.metric, state.mode)
     unit = state.spec["unit"]
