@@ -5,6 +5,8 @@ on a fake terminal and in a log. Synthetic records; no Ray."""
 import csv
 import io
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -67,6 +69,23 @@ def test_exports_keep_values_as_logged_and_types_as_they_ran(tmp_path):
     assert (best["precision"], best["limit_train_batches"]) == ("32", 8)  # a string that looks like a number
     assert resolve_config(best, "best_config.yaml")["precision"] == "32"
     assert (tmp_path / "s" / BEST_CONFIG).read_text().startswith("# Best trial 0 of sweep 'source'")
+
+
+def test_a_driver_writes_every_view_without_importing_torch(tmp_path):
+    """The driver writes the views as trials end: torch imported there (as tensorboardX's writer does) cost
+    it seconds and ~900 MB at the first trial's end. TensorBoard reads each trial's scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    write_record(tmp_path / "s", SPACE, trial(0, 0.01, values=[0.5, 0.9], status="completed") + trial(1, 0.1))
+    code = (f"import sys, sweep.cli; from sweep.engine import fit; d = fit.Path({str(tmp_path / 's')!r}); "
+            "state = fit.read(d); fit.write_exports(d, state); fit.write_tensorboard(d, state.trials[0]); "
+            "from sweep.views.report import write_report; write_report(d, state); "
+            "print(*sorted({'torch', 'pytorch_lightning', 'tensorboardX'} & set(sys.modules)))")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "\n", run.stdout + run.stderr[-3000:]
+    events = EventAccumulator(str(tmp_path / "s" / "trials" / "0000"))
+    events.Reload()
+    assert [(e.step, round(e.value, 3)) for e in events.Scalars("val_acc")] == [(1, 0.5), (2, 0.9)]
 
 
 def test_the_report_reads_as_the_terminal_and_marks_warm_start_history_and_edits(tmp_path):
