@@ -143,9 +143,19 @@ class RayStart:
         if self.joining[0] and not self.started.done():
             return  # never joined
         if self.started.exception() is None:
+            import gc
+
             import ray
 
-            ray.shutdown()
+            # Ray's handles left as garbage (Tune's) are freed now, while Ray is up, and none by a collection in
+            # another thread (the report's) while it stops: Ray ends the process (exit status 1, mid-output)
+            # when one reaches its core worker in the middle of its shutdown.
+            gc.collect()
+            gc.disable()
+            try:
+                ray.shutdown()
+            finally:
+                gc.enable()
 
 
 def dashboard_text(context) -> str:
