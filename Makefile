@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(VENV)/bin/sweep run search_spaces/quickstart.yaml --final
 
-# Two pytest workers, a test file each at a time: much of a sweep's time is waiting (Ray's and its workers'
-# starts), which the other worker fills. `pytest -n 0` runs them one after the other.
+# Two pytest workers, a test file each at a time, the heaviest first (tests/conftest.py orders them): much of a
+# sweep's time is waiting (Ray's and its workers' starts), which the other worker fills. `pytest -n 0` runs
+# them one after the other.
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Each benchmark's --smoke-test on small inputs, checked for what it promises (not its timings): ~5 min on 2 cores.
 bench-smoke: install

@@ -1,11 +1,15 @@
 """Fixtures shared by the test files; the functions they use are in tests/helpers.py."""
 
+import json
 import os
 import subprocess
 
 import pytest
+from filelock import FileLock
 
-from tests.helpers import ROOT, SCREENSHOTS, TOKEN, ray_cluster, run_cli, sweep_run
+from tests.helpers import ROOT, SCREENSHOTS, TOKEN, ray_cluster, read_csv, run_cli, sweep_run
+
+SPACES = ROOT / "tests" / "spaces"
 
 
 def pytest_configure(config):
@@ -39,8 +43,29 @@ def ray_head():
 
 
 @pytest.fixture(scope="session")
-def asha_sweep(tmp_path_factory, ray_head):
-    """One real sweep with a final run, shared by the tests that read its files (test_sweep, test_browser)."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    run, rows = sweep_run(ROOT / "tests" / "spaces" / "asha.yaml", tmp, "asha", "--final", head=ray_head)
-    return run, tmp / "asha", rows
+def asha_sweep(tmp_path_factory, request, worker_id):
+    """One real sweep with a final run, shared by the tests that read its files (test_sweep, test_browser):
+    one for both pytest workers, run by the first to ask on its Ray node while the other waits to read it."""
+    if worker_id == "master":  # no xdist: this session's own
+        tmp = tmp_path_factory.mktemp("sweep")
+        run, rows = sweep_run(SPACES / "asha.yaml", tmp, "asha", "--final", head=request.getfixturevalue("ray_head"))
+        return run, tmp / "asha", rows
+    tmp = tmp_path_factory.getbasetemp().parent  # the workers' common directory, this session's only
+    with FileLock(tmp / "asha.lock"):
+        done = tmp / "asha.json"
+        if not done.exists():
+            run, _ = sweep_run(SPACES / "asha.yaml", tmp, "asha", "--final", head=request.getfixturevalue("ray_head"))
+            done.write_text(json.dumps([run.args, run.returncode, run.stdout, run.stderr]))
+    run = subprocess.CompletedProcess(*json.loads(done.read_text()))
+    return run, tmp / "asha", read_csv(tmp / "asha" / "results.csv")
+
+
+# The heaviest test files first: each pytest worker takes a whole file when it is almost out of work (make
+# test: --dist loadfile --no-loadscope-reorder), so the long ones start at once and the short ones fill in.
+HEAVIEST_FIRST = ["test_resume", "test_program_sweeps", "test_storage", "test_sweep", "test_program_run",
+                  "test_cluster", "test_training", "test_browser", "test_trial_errors", "test_mistakes"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file's own order is kept

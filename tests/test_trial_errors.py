@@ -42,18 +42,21 @@ def local_ray():
 
 
 def failing_trial(config: dict) -> None:
-    """The first attempt of the trial named 'first' raises its error through `training_failed`, as
+    """The first attempt of the trials named 'bug' and 'cuda' raises their error through `training_failed`, as
     train_trial does, after a first report (Tune adds the worker's PID to each)."""
     from ray import tune
 
     marker = Path(config["markers"]) / config["name"]
     tune.report(reports.step(1, {"val_acc": 0.5}, 0.1, "node"))
-    if config["name"] == "first" and not marker.exists():
+    if config["name"] in ERRORS and not marker.exists():
         marker.touch()
         try:
-            raise config["error"]
+            raise ERRORS[config["name"]]
         except Exception as exc:
-            training_failed(exc, config["gpus_per_trial"], TrialFiles(config["markers"], 0))
+            training_failed(exc, 1, TrialFiles(config["markers"], 0))
+
+
+ERRORS = {"bug": ValueError("a bug"), "cuda": RuntimeError(ILLEGAL_ACCESS)}
 
 
 @pytest.mark.parametrize(
@@ -70,38 +73,29 @@ def test_a_cuda_error_is_raised_again_for_tune_to_retry_on_a_fresh_worker(tmp_pa
         training_failed(error, gpus_per_trial, TrialFiles(str(tmp_path), 0))
 
 
-@pytest.mark.parametrize(
-    "error, gpus_per_trial, retried",
-    [
-        (ValueError("a bug"), 1, False),
-        (RuntimeError(ILLEGAL_ACCESS), 1, True),
-    ],
-)
-def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(
-    tmp_path, local_ray, monkeypatch, error, gpus_per_trial, retried
-):
+def test_a_worker_is_reused_unless_its_trial_failed_on_cuda(tmp_path, local_ray, monkeypatch):
+    """One trial at a time, in this order: a bug ends its trial and its worker runs the next one, which
+    ends well; a CUDA error sends its trial to a fresh worker, which passes it and runs the last one."""
     from ray import tune
 
     monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
-    config = {"gpus_per_trial": gpus_per_trial, "markers": str(tmp_path), "error": error}
+    names = ["bug", "after_bug", "cuda", "after_cuda"]
     tuner = tune.Tuner(
         failing_trial,
-        param_space={**config, "name": tune.grid_search(["first", "second"])},
+        param_space={"markers": str(tmp_path), "name": tune.grid_search(names)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
         run_config=tune.RunConfig(
             storage_path=str(tmp_path), verbose=0, failure_config=tune.FailureConfig(max_failures=1)
         ),
     )
-    results = tuner.fit()
-    first, second = sorted(results, key=lambda r: r.config["name"])
-    pids = [[line["pid"] for line in results_of(r.path)] for r in (first, second)]
-    if retried:  # the first trial ran twice, on two workers; the second on the fresh one
-        assert len(pids[0]) == 2 and pids[0][0] != pids[0][1] and pids[1] == pids[0][1:]
-        assert first.error is None and "end" not in reports.read(first.metrics)  # the retry passed
-    else:  # the first trial ended with its error in its last result; its worker ran the second
-        assert set(pids[0]) == set(pids[1]) and len(set(pids[0])) == 1
-        assert reports.read(first.metrics)["failed"].startswith(type(error).__name__)
-        assert (tmp_path / "trials" / "0000" / "error.txt").read_text().startswith("Traceback")
+    results = {result.config["name"]: result for result in tuner.fit()}
+    pids = {name: [line["pid"] for line in results_of(results[name].path)] for name in names}
+    assert len(set(pids["bug"] + pids["after_bug"])) == 1  # the bug's worker ran the next trial
+    assert reports.read(results["bug"].metrics)["failed"].startswith("ValueError: a bug")
+    assert (tmp_path / "trials" / "0000" / "error.txt").read_text().startswith("Traceback")
+    first, retry = pids["cuda"]  # ran twice, on two workers; the last trial on the fresh one
+    assert first == pids["bug"][0] and retry != first and pids["after_cuda"] == [retry]
+    assert results["cuda"].error is None and "end" not in reports.read(results["cuda"].metrics)  # the retry passed
 
 
 def results_of(trial_path: str) -> list[dict]:
