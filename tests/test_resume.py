@@ -194,6 +194,7 @@ def test_a_copy_resumes_under_its_new_name_with_an_edited_file(killed, tmp_path)
     new = [state.trials[n] for n in range(len(before), 6)]
     assert all(0.02 <= t.params["lr"] <= 0.05 and t.status == Status.COMPLETED for t in new)
     assert len(read_csv(copy / "results.csv")) == 6
+    assert not list(copy.glob("trials/*/checkpoint.ckpt"))  # the stopped ones' too: nothing continues them
     study = load_study(copy, "resumable_test")
     assert len(study.trials) == 6 and all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
     assert [e for e in read_events(copy) if e["event"] == "edit"][0]["next_trial"] == len(before)
