@@ -46,11 +46,8 @@ def ray_head():
 def asha_sweep(tmp_path_factory, request, worker_id):
     """One real sweep with a final run, shared by the tests that read its files (test_sweep, test_browser):
     one for both pytest workers, run by the first to ask on its Ray node while the other waits to read it."""
-    if worker_id == "master":  # no xdist: this session's own
-        tmp = tmp_path_factory.mktemp("sweep")
-        run, rows = sweep_run(SPACES / "asha.yaml", tmp, "asha", "--final", head=request.getfixturevalue("ray_head"))
-        return run, tmp / "asha", rows
-    tmp = tmp_path_factory.getbasetemp().parent  # the workers' common directory, this session's only
+    tmp = tmp_path_factory.getbasetemp()  # this session's own; under xdist, its parent: the workers' common one
+    tmp = tmp if worker_id == "master" else tmp.parent
     with FileLock(tmp / "asha.lock"):
         done = tmp / "asha.json"
         if not done.exists():
