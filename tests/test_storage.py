@@ -99,6 +99,25 @@ def test_a_program_sweep_runs_on_both_nodes_from_its_shipped_directory(s3, first
     assert report.returncode == 0 and report.stdout.startswith(f"report:      {s3.uri('programs/sweep/report.html')}")
 
 
+def test_a_resume_removes_the_checkpoints_left_of_ended_trials_and_no_other_file(s3, monkeypatch):
+    """What a driver killed between a trial's end and its checkpoint's removal leaves: gone with one listing."""
+    import pyarrow.fs
+
+    from sweep.record.storage import Experiment
+
+    for key, value in s3.env.items():  # pyarrow reads the keys from the environment, as the commands do
+        monkeypatch.setenv(key, value)
+    fs, root = pyarrow.fs.FileSystem.from_uri(s3.uri("left"))
+    for name in ("trials/0001/checkpoint.ckpt", "trials/0001/output.log", "trials/0002/checkpoint.ckpt"):
+        with fs.open_output_stream(f"{root}/{name}") as out:
+            out.write(b"x")
+    experiment = Experiment(s3.uri("left"))
+    experiment.mirror().mkdir(parents=True)
+    experiment.remove_left_files([0, 1], "checkpoint.ckpt")
+    assert sorted(s3.names("left")) == ["trials/0001/output.log", "trials/0002/checkpoint.ckpt"]
+    experiment.close(upload=False)
+
+
 ENTRYPOINT = (f"{SWEEP} run tests/spaces/resumable.yaml --num-samples 3 --checkpoint-interval 0 "
               "--storage-path '{uri}' --name sweep --resume")  # fmt: skip
 

@@ -206,8 +206,9 @@ def fit(spec: SweepSpec, experiment: Experiment, log: EventLog, state: SweepStat
 
     kind = trials_of(spec)
     experiment_dir = experiment.local
-    for trial in state.ended():  # nothing to continue: a driver killed between a trial's end (uploaded first)
-        experiment.remove_trial_file(trial.number, CHECKPOINT)  # and this, or an edit that stopped it, left it
+    # Ended trials have nothing to continue: a driver killed between a trial's end (uploaded first) and its
+    # checkpoint's removal, or an edit that stopped an interrupted trial, left one.
+    experiment.remove_left_files([trial.number for trial in state.ended()], CHECKPOINT)
     study = open_study(experiment_dir, state, spec)
     view = ProgressView(state, on_refresh=lambda: experiment.push(every_s=SYNC_EVERY_S, beat=True))
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from sweep.record.files import EVENTS, trial_name
+from sweep.record.files import EVENTS, TRIALS, trial_name
 from text_recognizer.util import UserError
 
 SYNC_EVERY_S = 10.0  # while trials run: what a killed driver's record can lose in the bucket
@@ -163,6 +163,25 @@ class Experiment:
                       file=sys.stderr, flush=True)  # fmt: skip
                 self.warned = True
         self.last_push = time.monotonic()
+
+    def remove_left_files(self, numbers: list[int], name: str) -> None:
+        """The file `name` of each of these trials, where one is left: in a bucket, one listing of its trials'
+        files rather than a request a trial."""
+        for number in numbers:
+            (self.local / trial_name(number) / name).unlink(missing_ok=True)
+        if self.remote is None or not numbers:
+            return
+        import pyarrow.fs
+
+        fs, path = self.remote
+        wanted = {f"{path}/{trial_name(number)}/{name}" for number in numbers}
+        try:
+            for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{TRIALS}", recursive=True,
+                                                                 allow_not_found=True)):  # fmt: skip
+                if info.path in wanted:
+                    fs.delete_file(info.path)
+        except OSError as exc:  # left for the next resume
+            print(f"sweep: warning: {problem(self.uri, exc)}", file=sys.stderr, flush=True)
 
     def remove_trial_file(self, number: int, name: str) -> None:
         (self.local / trial_name(number) / name).unlink(missing_ok=True)
